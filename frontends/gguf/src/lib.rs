@@ -1,0 +1,16 @@
+//! bitnet-graph's GGUF frontend: a capped, range-checked, memory-mapped reader; the tensor
+//! types; the tokenizer built from metadata; and one lowering per `general.architecture`
+//! into a shape-verified [`graph::Graph`].
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod error;
+pub mod npy;
+pub mod reader;
+pub mod types;
+pub mod value;
+pub mod writer;
+
+pub use error::{Error, ErrorKind, Result};
+pub use reader::{shape_from_ne, GgufFile, TensorInfo};
+pub use value::{Array, Value, ValueType};

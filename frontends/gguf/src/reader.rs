@@ -1,0 +1,470 @@
+//! The GGUF reader: memory-mapped, zero-copy tensor views, every count and range checked
+//! against the file before use (docs/format.md §1).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use graph::DType;
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::types::dtype_from_ggml;
+use crate::value::{Array, Value, ValueType};
+
+/// Default data alignment when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: u64 = 32;
+/// Deepest array nesting we accept.
+const MAX_ARRAY_DEPTH: usize = 8;
+/// Longest tensor name ggml accepts (63 bytes plus a terminator).
+const MAX_NAME_LEN: usize = 63;
+/// Largest alignment we accept.
+const MAX_ALIGNMENT: u64 = 1 << 20;
+
+/// One tensor's entry in the tensor-info table.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorInfo {
+    /// Tensor name.
+    pub name: String,
+    /// ggml's `ne`, innermost (contiguous) first.
+    pub ne: Vec<u64>,
+    /// The GGUF type id as stored.
+    pub ggml_type: u32,
+    /// Our dtype for it.
+    pub dtype: DType,
+    /// Offset relative to the data section.
+    pub offset: u64,
+    /// Absolute file offset of the data.
+    pub abs_offset: u64,
+    /// Size of the data in bytes.
+    pub nbytes: u64,
+}
+
+impl TensorInfo {
+    /// Shape outermost first (our convention), e.g. a weight `[n_out, n_in]`.
+    pub fn shape(&self) -> Vec<usize> {
+        shape_from_ne(&self.ne)
+    }
+
+    /// Number of elements.
+    pub fn n_elements(&self) -> u64 {
+        self.ne.iter().product()
+    }
+}
+
+/// Reverses ggml's `ne` (innermost first) into our shape order (outermost first). This is
+/// the one place where the reversal happens.
+pub fn shape_from_ne(ne: &[u64]) -> Vec<usize> {
+    ne.iter().rev().map(|&d| d as usize).collect()
+}
+
+enum Storage {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mmap(m) => m,
+            Storage::Owned(v) => v,
+        }
+    }
+}
+
+/// An open GGUF file: header, metadata and tensor table parsed and validated; tensor data
+/// borrowed from the map on demand.
+pub struct GgufFile {
+    storage: Storage,
+    /// GGUF version (2 or 3).
+    pub version: u32,
+    metadata: Vec<(String, Value)>,
+    index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    /// Data alignment.
+    pub alignment: u64,
+    /// Absolute offset of the data section.
+    pub data_start: u64,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("version", &self.version)
+            .field("kv", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Maps and parses a file.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        let io = |e: std::io::Error| ErrorKind::Io { path: path.display().to_string(), msg: e.to_string() };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(ErrorKind::Io { path: path.display().to_string(), msg: "not a regular file".into() }.into());
+        }
+        // SAFETY: the map is read-only and private to this process. A file truncated or
+        // rewritten by another process while mapped can still fault; that is the usual mmap
+        // caveat, accepted for model files (llama.cpp and candle map them the same way).
+        #[allow(unsafe_code)]
+        let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::parse(Storage::Mmap(mmap))
+    }
+
+    /// Parses a file held in memory (tests, fuzzing).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<GgufFile> {
+        Self::parse(Storage::Owned(bytes))
+    }
+
+    fn parse(storage: Storage) -> Result<GgufFile> {
+        let buf = storage.bytes();
+        let mut c = Cursor { buf, pos: 0 };
+        let magic = c.take(4, "magic")?;
+        if magic != b"GGUF" {
+            return Err(ErrorKind::BadMagic { found: magic.to_vec() }.into());
+        }
+        let version = c.u32("version")?;
+        if version != 2 && version != 3 {
+            return Err(ErrorKind::UnsupportedVersion { version }.into());
+        }
+        let count_off = c.pos as u64;
+        let tensor_count = c.u64("tensor_count")?;
+        let kv_count = c.u64("kv_count")?;
+        // A KV pair takes at least 13 bytes, a tensor info at least 32.
+        let left = c.remaining() as u64;
+        if kv_count > left / 13 {
+            return Err(Error::invalid(
+                "kv_count",
+                count_off + 8,
+                format!("{kv_count} pairs cannot fit in the {left} bytes left"),
+            ));
+        }
+        if tensor_count > left / 32 {
+            return Err(Error::invalid(
+                "tensor_count",
+                count_off,
+                format!("{tensor_count} tensors cannot fit in the {left} bytes left"),
+            ));
+        }
+
+        let mut metadata = Vec::with_capacity(kv_count as usize);
+        let mut index = HashMap::with_capacity(kv_count as usize);
+        for i in 0..kv_count {
+            let key_off = c.pos as u64;
+            let key = c.string(&format!("metadata key #{i}"))?;
+            let ty_off = c.pos as u64;
+            let ty_id = c.u32(&format!("type of `{key}`"))?;
+            let ty = ValueType::from_id(ty_id)
+                .ok_or_else(|| Error::invalid(format!("metadata `{key}`"), ty_off, format!("unknown value type {ty_id}")))?;
+            let value = c.value(ty, &key, 0)?;
+            if index.insert(key.clone(), metadata.len()).is_some() {
+                return Err(Error::invalid("metadata key", key_off, format!("duplicate key `{key}`")));
+            }
+            metadata.push((key, value));
+        }
+
+        let alignment = match index.get("general.alignment").map(|&i| &metadata[i].1) {
+            None => DEFAULT_ALIGNMENT,
+            Some(v) => {
+                let a = v.as_int().ok_or_else(|| {
+                    Error::metadata("general.alignment", format!("expected an integer, found {}", v.value_type().name()))
+                })?;
+                if a <= 0 || a % 8 != 0 || a as u64 > MAX_ALIGNMENT {
+                    return Err(Error::metadata(
+                        "general.alignment",
+                        format!("{a} is not a positive multiple of 8 up to {MAX_ALIGNMENT}"),
+                    ));
+                }
+                a as u64
+            }
+        };
+
+        let mut infos = Vec::with_capacity(tensor_count as usize);
+        let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+        for i in 0..tensor_count {
+            let name_off = c.pos as u64;
+            let name = c.string(&format!("tensor #{i} name"))?;
+            if name.len() > MAX_NAME_LEN {
+                return Err(Error::invalid(
+                    format!("tensor #{i} name"),
+                    name_off,
+                    format!("name is {} bytes, the limit is {MAX_NAME_LEN}", name.len()),
+                ));
+            }
+            let nd_off = c.pos as u64;
+            let n_dims = c.u32(&format!("tensor `{name}` n_dims"))?;
+            if !(1..=4).contains(&n_dims) {
+                return Err(Error::invalid(format!("tensor `{name}` n_dims"), nd_off, format!("{n_dims} is not in 1..=4")));
+            }
+            let mut ne = Vec::with_capacity(n_dims as usize);
+            let mut n_el: u64 = 1;
+            for d in 0..n_dims {
+                let off = c.pos as u64;
+                let v = c.u64(&format!("tensor `{name}` ne[{d}]"))?;
+                n_el = n_el.checked_mul(v).filter(|&n| v >= 1 && n <= i64::MAX as u64).ok_or_else(|| {
+                    Error::invalid(
+                        format!("tensor `{name}` ne[{d}]"),
+                        off,
+                        format!("dimension {v} is zero or makes the element count overflow"),
+                    )
+                })?;
+                ne.push(v);
+            }
+            let ty_off = c.pos as u64;
+            let ggml_type = c.u32(&format!("tensor `{name}` type"))?;
+            let dtype = dtype_from_ggml(ggml_type).map_err(|m| Error::invalid(format!("tensor `{name}` type"), ty_off, m))?;
+            let offset = c.u64(&format!("tensor `{name}` offset"))?;
+            let nbytes = tensor_nbytes(&name, dtype, &ne)?;
+            if tensor_index.insert(name.clone(), infos.len()).is_some() {
+                return Err(Error::invalid("tensor name", name_off, format!("duplicate tensor `{name}`")));
+            }
+            infos.push(TensorInfo { name, ne, ggml_type, dtype, offset, abs_offset: 0, nbytes });
+        }
+
+        let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
+        let len = buf.len() as u64;
+        if data_start > len && !infos.is_empty() {
+            return Err(Error::truncated("data section", c.pos as u64, data_start - c.pos as u64, len));
+        }
+        for t in &mut infos {
+            if t.offset % alignment != 0 {
+                return Err(Error::tensor(&t.name, format!("offset {:#x} is not a multiple of the alignment {alignment}", t.offset)));
+            }
+            let start = data_start.checked_add(t.offset);
+            let end = start.and_then(|s| s.checked_add(t.nbytes));
+            match (start, end) {
+                (Some(s), Some(e)) if e <= len => t.abs_offset = s,
+                _ => {
+                    return Err(Error::tensor(
+                        &t.name,
+                        format!(
+                            "data range {:#x}+{:#x}..+{:#x} exceeds file size {len:#x}",
+                            data_start, t.offset, t.nbytes
+                        ),
+                    ))
+                }
+            }
+        }
+        let mut by_offset: Vec<&TensorInfo> = infos.iter().collect();
+        by_offset.sort_by_key(|t| t.abs_offset);
+        for w in by_offset.windows(2) {
+            if w[0].abs_offset + w[0].nbytes > w[1].abs_offset {
+                return Err(Error::tensor(
+                    &w[1].name,
+                    format!(
+                        "data at {:#x} overlaps tensor `{}` ({:#x}..{:#x})",
+                        w[1].abs_offset,
+                        w[0].name,
+                        w[0].abs_offset,
+                        w[0].abs_offset + w[0].nbytes
+                    ),
+                ));
+            }
+        }
+
+        Ok(GgufFile { storage, version, metadata, index, tensors: infos, tensor_index, alignment, data_start })
+    }
+
+    /// All metadata in file order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+
+    /// One metadata value.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.index.get(key).map(|&i| &self.metadata[i].1)
+    }
+
+    /// All tensor infos in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+
+    /// A tensor info by name.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// The bytes of a tensor (borrowed from the map; the range was checked at open).
+    pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
+        &self.storage.bytes()[t.abs_offset as usize..(t.abs_offset + t.nbytes) as usize]
+    }
+
+    /// The whole file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.storage.bytes()
+    }
+
+    /// Decodes a tensor to f32 (reference path).
+    pub fn tensor_f32(&self, name: &str) -> Option<Vec<f32>> {
+        let t = self.tensor(name)?;
+        Some(crate::types::decode_to_f32(t.dtype, self.tensor_data(t), t.n_elements() as usize))
+    }
+}
+
+/// Byte size of a tensor, with the per-type divisibility rules (docs/format.md §1, §2).
+fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
+    let row = ne[0];
+    let rows: u64 = ne[1..].iter().product();
+    if dtype == DType::I2S {
+        if row % 128 != 0 {
+            return Err(Error::tensor(name, format!("I2_S row length ne0 = {row} is not a multiple of 128")));
+        }
+        if ne.len() < 2 || rows % 4 != 0 {
+            return Err(Error::tensor(name, format!("I2_S needs a matrix with a multiple of 4 rows, got ne {ne:?}")));
+        }
+    }
+    if let Some((blk, _)) = dtype.block() {
+        if row % blk as u64 != 0 {
+            return Err(Error::tensor(name, format!("ne0 = {row} is not a multiple of the {dtype} block size {blk}")));
+        }
+    }
+    let row = usize::try_from(row).ok();
+    let rows = usize::try_from(rows).ok();
+    row.zip(rows)
+        .and_then(|(r, n)| dtype.nbytes(r, n))
+        .map(|b| b as u64)
+        .ok_or_else(|| Error::tensor(name, format!("byte size of {dtype} tensor with ne {ne:?} overflows")))
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            return Err(Error::truncated(what, self.pos as u64, n as u64, self.buf.len() as u64));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self, what: &str) -> Result<[u8; N]> {
+        let s = self.take(N, what)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.arr(what)?))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.arr(what)?))
+    }
+
+    fn string(&mut self, what: &str) -> Result<String> {
+        let off = self.pos as u64;
+        let len = self.u64(what)?;
+        if len > self.remaining() as u64 {
+            return Err(Error::truncated(format!("{what} (string of {len} bytes)"), off + 8, len, self.buf.len() as u64));
+        }
+        let bytes = self.take(len as usize, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|e| Error::invalid(what, off + 8 + e.utf8_error().valid_up_to() as u64, "invalid UTF-8"))
+    }
+
+    fn value(&mut self, ty: ValueType, key: &str, depth: usize) -> Result<Value> {
+        let what = || format!("value of `{key}`");
+        Ok(match ty {
+            ValueType::U8 => Value::U8(self.arr::<1>(&what())?[0]),
+            ValueType::I8 => Value::I8(self.arr::<1>(&what())?[0] as i8),
+            ValueType::U16 => Value::U16(u16::from_le_bytes(self.arr(&what())?)),
+            ValueType::I16 => Value::I16(i16::from_le_bytes(self.arr(&what())?)),
+            ValueType::U32 => Value::U32(self.u32(&what())?),
+            ValueType::I32 => Value::I32(i32::from_le_bytes(self.arr(&what())?)),
+            ValueType::F32 => Value::F32(f32::from_le_bytes(self.arr(&what())?)),
+            ValueType::Bool => {
+                let off = self.pos as u64;
+                match self.arr::<1>(&what())?[0] {
+                    0 => Value::Bool(false),
+                    1 => Value::Bool(true),
+                    b => return Err(Error::invalid(what(), off, format!("bool byte {b} is not 0 or 1"))),
+                }
+            }
+            ValueType::String => Value::String(self.string(&what())?),
+            ValueType::U64 => Value::U64(self.u64(&what())?),
+            ValueType::I64 => Value::I64(i64::from_le_bytes(self.arr(&what())?)),
+            ValueType::F64 => Value::F64(f64::from_le_bytes(self.arr(&what())?)),
+            ValueType::Array => Value::Array(self.array(key, depth)?),
+        })
+    }
+
+    fn array(&mut self, key: &str, depth: usize) -> Result<Array> {
+        let off = self.pos as u64;
+        if depth >= MAX_ARRAY_DEPTH {
+            return Err(Error::invalid(format!("array `{key}`"), off, format!("nested deeper than {MAX_ARRAY_DEPTH}")));
+        }
+        let ty_id = self.u32(&format!("array `{key}` element type"))?;
+        let ty = ValueType::from_id(ty_id)
+            .ok_or_else(|| Error::invalid(format!("array `{key}`"), off, format!("unknown element type {ty_id}")))?;
+        let count = self.u64(&format!("array `{key}` count"))?;
+        let left = self.remaining() as u64;
+        if count > left / ty.min_size() as u64 {
+            return Err(Error::invalid(
+                format!("array `{key}`"),
+                off + 4,
+                format!("{count} {} elements cannot fit in the {left} bytes left", ty.name()),
+            ));
+        }
+        let n = count as usize;
+        macro_rules! prim {
+            ($variant:ident, $t:ty) => {{
+                let sz = std::mem::size_of::<$t>();
+                let bytes = self.take(n * sz, &format!("array `{key}`"))?;
+                Array::$variant(bytes.chunks_exact(sz).map(|c| <$t>::from_le_bytes(c.try_into().unwrap())).collect())
+            }};
+        }
+        Ok(match ty {
+            ValueType::U8 => Array::U8(self.take(n, &format!("array `{key}`"))?.to_vec()),
+            ValueType::I8 => prim!(I8, i8),
+            ValueType::U16 => prim!(U16, u16),
+            ValueType::I16 => prim!(I16, i16),
+            ValueType::U32 => prim!(U32, u32),
+            ValueType::I32 => prim!(I32, i32),
+            ValueType::F32 => prim!(F32, f32),
+            ValueType::U64 => prim!(U64, u64),
+            ValueType::I64 => prim!(I64, i64),
+            ValueType::F64 => prim!(F64, f64),
+            ValueType::Bool => {
+                let start = self.pos as u64;
+                let bytes = self.take(n, &format!("array `{key}`"))?;
+                let mut v = Vec::with_capacity(n);
+                for (i, &b) in bytes.iter().enumerate() {
+                    match b {
+                        0 | 1 => v.push(b == 1),
+                        _ => return Err(Error::invalid(format!("array `{key}`[{i}]"), start + i as u64, format!("bool byte {b}"))),
+                    }
+                }
+                Array::Bool(v)
+            }
+            ValueType::String => {
+                let mut v = Vec::with_capacity(n);
+                for i in 0..n {
+                    v.push(self.string(&format!("array `{key}`[{i}]"))?);
+                }
+                Array::String(v)
+            }
+            ValueType::Array => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.array(key, depth + 1)?);
+                }
+                Array::Array(v)
+            }
+        })
+    }
+}
+

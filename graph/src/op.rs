@@ -1,0 +1,358 @@
+//! The closed set of ops, with shape inference and per-op tolerances.
+
+use serde::Serialize;
+
+use crate::shape::{Dim, Shape, Sym, TensorFact};
+use crate::DType;
+
+/// How a rotary embedding pairs dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RopeStyle {
+    /// GPT-NeoX: dimension i is rotated with i + n_rot/2 (`bitnet*` architectures).
+    Neox,
+    /// Original LLaMA: adjacent pairs (2i, 2i+1) (`llama` architecture files).
+    Norm,
+}
+
+/// One operation of the graph.
+///
+/// ## Design
+/// The set is closed: every op a supported architecture needs is listed here with its input
+/// contract, and [`Op::infer`] computes the output fact from the input facts, so a graph
+/// that builds is shape-correct by construction. Numerics are *defined* by the scalar
+/// backend (see its docs); this enum only states what each op computes and how closely
+/// another backend must agree ([`Op::tolerance`]).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum Op {
+    /// Token ids of this step: `[T]` i32 (graph input).
+    InputTokens,
+    /// Positions of this step's tokens: `[T]` i32 (graph input).
+    InputPositions,
+    /// A weight constant borrowed from the model file, by name.
+    Weight {
+        /// The tensor's name in the model file.
+        name: String,
+        /// Its dtype and shape.
+        fact: TensorFact,
+    },
+    /// Row lookup: `table [V, D]`, `ids [T]` → `[T, D]` f32 (dequantized rows).
+    Embedding,
+    /// RMSNorm then elementwise weight: `x [.., D]` f32, `w [D]` f32 → `[.., D]`.
+    RmsNorm {
+        /// Epsilon added to the mean square.
+        eps: f32,
+    },
+    /// Per-token int8 activation quantization: `x [T, K]` f32 → `[T, K]` q8_tok.
+    QuantizeI8,
+    /// Ternary matmul: `w [M, K]` i2_s, `x [T, K]` q8_tok → `[T, M]` f32.
+    MatMulI2S,
+    /// F16-weight matmul: `w [M, K]` f16, `x [T, K]` f32 → `[T, M]` f32; the activation is
+    /// rounded to f16 when T = 1 (bitnet.cpp's rule, docs/format.md §4.4).
+    MatMulF16,
+    /// Reinterprets the input with another shape of the same element count.
+    Reshape {
+        /// The new shape.
+        to: Shape,
+    },
+    /// Rotary position embedding: `x [T, H, hd]` f32, `pos [T]` i32 → `[T, H, hd]`.
+    Rope {
+        /// Rotated dimensions per head.
+        n_rot: usize,
+        /// Frequency base.
+        freq_base: f32,
+        /// Pairing style.
+        style: RopeStyle,
+    },
+    /// Causal attention over the layer's f16 KV cache: `q [T, H, hd]`, `k [T, Hkv, hd]`,
+    /// `v [T, Hkv, hd]` f32, `pos [T]` → `[T, H·hd]`. Writes f16(k), f16(v) at the
+    /// positions, then attends to every cached position ≤ each token's position.
+    Attention {
+        /// Layer index (selects the KV cache slot).
+        layer: usize,
+        /// Query heads.
+        n_head: usize,
+        /// KV heads (divides `n_head`).
+        n_head_kv: usize,
+        /// Head dimension.
+        head_dim: usize,
+        /// Score scale (`1/sqrt(head_dim)`).
+        scale: f32,
+    },
+    /// Elementwise sum of two equal shapes.
+    Add,
+    /// Elementwise product of two equal shapes.
+    Mul,
+    /// `max(x, 0)`.
+    Relu,
+    /// `x·x`.
+    Sqr,
+    /// `x / (1 + exp(−x))`.
+    Silu,
+    /// Keeps the rows whose logits are requested: `[T, D]` → `[O, D]` (the last O rows).
+    SelectOutputs,
+}
+
+/// How closely a backend must match the scalar reference on an op.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum Tolerance {
+    /// Bit for bit (integer results, data movement).
+    Exact,
+    /// `|a − b| ≤ abs + rel·|b|` element-wise.
+    Close {
+        /// Absolute part.
+        abs: f32,
+        /// Relative part.
+        rel: f32,
+    },
+}
+
+/// Why an op rejects its inputs.
+#[derive(Debug, Clone)]
+pub(crate) enum InferError {
+    Arity(usize),
+    Shape { input: usize, what: String, expected: Shape, got: Shape },
+    DType { input: usize, expected: String, got: DType },
+    Other(String),
+}
+
+fn want_dtype(inputs: &[&TensorFact], i: usize, ok: &[DType]) -> Result<(), InferError> {
+    if ok.contains(&inputs[i].dtype) {
+        Ok(())
+    } else {
+        Err(InferError::DType {
+            input: i,
+            expected: ok.iter().map(|d| d.name()).collect::<Vec<_>>().join("|"),
+            got: inputs[i].dtype,
+        })
+    }
+}
+
+fn want_rank(inputs: &[&TensorFact], i: usize, rank: usize, expected: Shape) -> Result<(), InferError> {
+    if inputs[i].shape.rank() == rank {
+        Ok(())
+    } else {
+        Err(InferError::Shape { input: i, what: "rank".into(), expected, got: inputs[i].shape.clone() })
+    }
+}
+
+fn want_shape(inputs: &[&TensorFact], i: usize, expected: Shape) -> Result<(), InferError> {
+    if inputs[i].shape == expected {
+        Ok(())
+    } else {
+        Err(InferError::Shape { input: i, what: String::new(), expected, got: inputs[i].shape.clone() })
+    }
+}
+
+const FLOAT_TABLES: &[DType] = &[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0];
+
+impl Op {
+    /// The op's name (`RmsNorm`, `MatMulI2S`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::InputTokens => "InputTokens",
+            Op::InputPositions => "InputPositions",
+            Op::Weight { .. } => "Weight",
+            Op::Embedding => "Embedding",
+            Op::RmsNorm { .. } => "RmsNorm",
+            Op::QuantizeI8 => "QuantizeI8",
+            Op::MatMulI2S => "MatMulI2S",
+            Op::MatMulF16 => "MatMulF16",
+            Op::Reshape { .. } => "Reshape",
+            Op::Rope { .. } => "Rope",
+            Op::Attention { .. } => "Attention",
+            Op::Add => "Add",
+            Op::Mul => "Mul",
+            Op::Relu => "Relu",
+            Op::Sqr => "Sqr",
+            Op::Silu => "Silu",
+            Op::SelectOutputs => "SelectOutputs",
+        }
+    }
+
+    /// Every op kind, one representative each (used by ops-tests to prove coverage).
+    pub fn all_names() -> &'static [&'static str] {
+        &[
+            "InputTokens",
+            "InputPositions",
+            "Weight",
+            "Embedding",
+            "RmsNorm",
+            "QuantizeI8",
+            "MatMulI2S",
+            "MatMulF16",
+            "Reshape",
+            "Rope",
+            "Attention",
+            "Add",
+            "Mul",
+            "Relu",
+            "Sqr",
+            "Silu",
+            "SelectOutputs",
+        ]
+    }
+
+    /// One-line description with parameters, for dumps.
+    pub fn info(&self) -> String {
+        match self {
+            Op::RmsNorm { eps } => format!("RmsNorm(eps={eps:e})"),
+            Op::Rope { n_rot, freq_base, style } => format!("Rope({style:?}, n_rot={n_rot}, base={freq_base})"),
+            Op::Attention { layer, n_head, n_head_kv, head_dim, .. } => {
+                format!("Attention(layer={layer}, heads={n_head}/{n_head_kv}, hd={head_dim})")
+            }
+            Op::Reshape { to } => format!("Reshape({to})"),
+            other => other.name().to_string(),
+        }
+    }
+
+    /// Whether the op has no computation (graph inputs and constants).
+    pub fn is_source(&self) -> bool {
+        matches!(self, Op::InputTokens | Op::InputPositions | Op::Weight { .. })
+    }
+
+    /// How closely another backend must reproduce the scalar reference's output.
+    ///
+    /// Integer and data-movement results are exact. Float ops allow the differences that a
+    /// different summation order or vector exp produce, relative to the magnitude of the
+    /// value; the numbers are the op's own, never loosened by a caller.
+    pub fn tolerance(&self) -> Tolerance {
+        match self {
+            Op::InputTokens
+            | Op::InputPositions
+            | Op::Weight { .. }
+            | Op::Embedding
+            | Op::QuantizeI8
+            | Op::Reshape { .. }
+            | Op::SelectOutputs
+            | Op::Add
+            | Op::Mul
+            | Op::Relu
+            | Op::Sqr => Tolerance::Exact,
+            // Integer dot product; the float epilogue is three f32 ops in a fixed order.
+            Op::MatMulI2S => Tolerance::Exact,
+            Op::RmsNorm { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
+            Op::Rope { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
+            Op::Silu => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
+            Op::MatMulF16 => Tolerance::Close { abs: 1e-4, rel: 1e-4 },
+            Op::Attention { .. } => Tolerance::Close { abs: 1e-4, rel: 1e-4 },
+        }
+    }
+
+    /// Number of inputs the op takes.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::InputTokens | Op::InputPositions | Op::Weight { .. } => 0,
+            Op::QuantizeI8 | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu | Op::SelectOutputs => 1,
+            Op::Embedding | Op::RmsNorm { .. } | Op::MatMulI2S | Op::MatMulF16 | Op::Rope { .. } | Op::Add | Op::Mul => 2,
+            Op::Attention { .. } => 4,
+        }
+    }
+
+    /// Infers the output fact from the input facts, checking every input's dtype and shape.
+    pub(crate) fn infer(&self, inputs: &[&TensorFact]) -> Result<TensorFact, InferError> {
+        if inputs.len() != self.arity() {
+            return Err(InferError::Arity(inputs.len()));
+        }
+        let t = Dim::Sym(Sym::Tokens);
+        match self {
+            Op::InputTokens | Op::InputPositions => Ok(TensorFact::new(DType::I32, Shape::new([t]))),
+            Op::Weight { fact, .. } => Ok(fact.clone()),
+            Op::Embedding => {
+                want_dtype(inputs, 0, FLOAT_TABLES)?;
+                want_rank(inputs, 0, 2, Shape::new([Dim::Fixed(0), Dim::Fixed(0)]))?;
+                want_dtype(inputs, 1, &[DType::I32])?;
+                want_shape(inputs, 1, Shape::new([t]))?;
+                let d = inputs[0].shape.dims()[1];
+                Ok(TensorFact::new(DType::F32, Shape::new([t, d])))
+            }
+            Op::RmsNorm { .. } => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_dtype(inputs, 1, &[DType::F32])?;
+                let d = inputs[0].shape.last().ok_or_else(|| InferError::Other("input is a scalar".into()))?;
+                want_shape(inputs, 1, Shape::new([d]))?;
+                Ok(inputs[0].clone())
+            }
+            Op::QuantizeI8 => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
+                Ok(TensorFact::new(DType::Q8Tok, inputs[0].shape.clone()))
+            }
+            Op::MatMulI2S | Op::MatMulF16 => {
+                let (wty, xty) = match self {
+                    Op::MatMulI2S => (DType::I2S, DType::Q8Tok),
+                    _ => (DType::F16, DType::F32),
+                };
+                want_dtype(inputs, 0, &[wty])?;
+                want_dtype(inputs, 1, &[xty])?;
+                want_rank(inputs, 0, 2, Shape::new([Dim::Fixed(0), Dim::Fixed(0)]))?;
+                want_rank(inputs, 1, 2, Shape::new([t, Dim::Fixed(0)]))?;
+                let (m, k) = (inputs[0].shape.dims()[0], inputs[0].shape.dims()[1]);
+                let rows = inputs[1].shape.dims()[0];
+                want_shape(inputs, 1, Shape::new([rows, k]))?;
+                Ok(TensorFact::new(DType::F32, Shape::new([rows, m])))
+            }
+            Op::Reshape { to } => {
+                let from = &inputs[0].shape;
+                let syms = |s: &Shape| {
+                    let mut v: Vec<Sym> = s.dims().iter().filter_map(|d| if let Dim::Sym(x) = d { Some(*x) } else { None }).collect();
+                    v.sort_by_key(|s| s.name());
+                    v
+                };
+                let fixed = |s: &Shape| s.dims().iter().map(|d| if let Dim::Fixed(n) = d { *n } else { 1 }).product::<usize>();
+                if syms(from) != syms(to) || fixed(from) != fixed(to) {
+                    return Err(InferError::Shape {
+                        input: 0,
+                        what: format!("element count differs from target {to}:"),
+                        expected: to.clone(),
+                        got: from.clone(),
+                    });
+                }
+                Ok(TensorFact::new(inputs[0].dtype, to.clone()))
+            }
+            Op::Rope { n_rot, .. } => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_rank(inputs, 0, 3, Shape::new([t, Dim::Fixed(0), Dim::Fixed(0)]))?;
+                want_dtype(inputs, 1, &[DType::I32])?;
+                let rows = inputs[0].shape.dims()[0];
+                want_shape(inputs, 1, Shape::new([rows]))?;
+                match inputs[0].shape.dims()[2] {
+                    Dim::Fixed(hd) if *n_rot <= hd && n_rot % 2 == 0 && *n_rot > 0 => {}
+                    other => return Err(InferError::Other(format!("n_rot {n_rot} does not fit head dim {other}"))),
+                }
+                Ok(inputs[0].clone())
+            }
+            Op::Attention { n_head, n_head_kv, head_dim, .. } => {
+                if *n_head_kv == 0 || n_head % n_head_kv != 0 {
+                    return Err(InferError::Other(format!("{n_head_kv} KV heads do not divide {n_head} heads")));
+                }
+                for i in 0..3 {
+                    want_dtype(inputs, i, &[DType::F32])?;
+                }
+                want_dtype(inputs, 3, &[DType::I32])?;
+                let q = Shape::new([t, Dim::Fixed(*n_head), Dim::Fixed(*head_dim)]);
+                let kv = Shape::new([t, Dim::Fixed(*n_head_kv), Dim::Fixed(*head_dim)]);
+                want_shape(inputs, 0, q)?;
+                want_shape(inputs, 1, kv.clone())?;
+                want_shape(inputs, 2, kv)?;
+                want_shape(inputs, 3, Shape::new([t]))?;
+                Ok(TensorFact::new(DType::F32, Shape::new([t, Dim::Fixed(n_head * head_dim)])))
+            }
+            Op::Add | Op::Mul => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_dtype(inputs, 1, &[DType::F32])?;
+                want_shape(inputs, 1, inputs[0].shape.clone())?;
+                Ok(inputs[0].clone())
+            }
+            Op::Relu | Op::Sqr | Op::Silu => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                Ok(inputs[0].clone())
+            }
+            Op::SelectOutputs => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
+                want_shape(inputs, 0, Shape::new([t, inputs[0].shape.dims()[1]]))?;
+                Ok(TensorFact::new(DType::F32, Shape::new([Dim::Sym(Sym::Outputs), inputs[0].shape.dims()[1]])))
+            }
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Reference codecs for the weight storage formats: exact decoding to f32 and the packers
+//! used by tests and `synth`. Layouts follow docs/format.md §2; every kernel must agree
+//! with these functions.
+
+use half::{bf16, f16};
+
+/// Elements per I2_S group (one group is stored in 32 bytes).
+pub const I2S_GROUP: usize = 128;
+
+/// The 2-bit code (0, 1 or 2 meaning −1, 0, +1) of flat element `e` of an I2_S tensor.
+///
+/// Element `e` (row-major, `e = m·K + k`) lives in group `e / 128`; within the group
+/// element `p` is in byte `p % 32` at bits `7-2·(p/32) .. 6-2·(p/32)` (most significant
+/// pair first).
+#[inline]
+pub fn i2s_code(codes: &[u8], e: usize) -> u8 {
+    let (g, p) = (e / I2S_GROUP, e % I2S_GROUP);
+    let byte = codes[32 * g + (p % 32)];
+    (byte >> (6 - 2 * (p / 32))) & 3
+}
+
+/// The per-tensor f32 scale of an I2_S tensor of `n` elements (stored at byte `n/4`).
+/// Returns `None` if `data` is too short.
+pub fn i2s_scale(data: &[u8], n: usize) -> Option<f32> {
+    let b = data.get(n / 4..n / 4 + 4)?;
+    Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Ternary value of a code: `c − 1`; code 3 (never written) decodes to 0 as in ggml's
+/// dequantizer.
+#[inline]
+pub fn ternary(c: u8) -> i8 {
+    match c {
+        0 => -1,
+        2 => 1,
+        _ => 0,
+    }
+}
+
+/// Decodes an I2_S tensor with `n` elements into f32 (`(c − 1)·scale`).
+pub fn decode_i2s(data: &[u8], n: usize, out: &mut [f32]) {
+    let scale = i2s_scale(data, n).unwrap_or(0.0);
+    for (e, o) in out.iter_mut().enumerate().take(n) {
+        *o = f32::from(ternary(i2s_code(data, e))) * scale;
+    }
+}
+
+/// Packs ternary codes (0/1/2, row-major, `codes.len()` a multiple of 128) into I2_S
+/// bytes: codes, then the f32 scale, then `trailer` (28 bytes; bitnet.cpp leaves buffer
+/// garbage there, which readers must ignore).
+pub fn pack_i2s(codes: &[u8], scale: f32, trailer: &[u8; 28]) -> Vec<u8> {
+    let n = codes.len();
+    assert!(n % I2S_GROUP == 0, "I2_S element count must be a multiple of 128");
+    let mut out = vec![0u8; n / 4 + 32];
+    for (e, &c) in codes.iter().enumerate() {
+        let (g, p) = (e / I2S_GROUP, e % I2S_GROUP);
+        out[32 * g + (p % 32)] |= (c & 3) << (6 - 2 * (p / 32));
+    }
+    out[n / 4..n / 4 + 4].copy_from_slice(&scale.to_le_bytes());
+    out[n / 4 + 4..].copy_from_slice(trailer);
+    out
+}
+
+/// Reads the f16 at byte offset `o`.
+#[inline]
+pub fn f16_at(b: &[u8], o: usize) -> f32 {
+    f16::from_le_bytes([b[o], b[o + 1]]).to_f32()
+}
+
+/// Decodes `out.len()` F16 values.
+pub fn decode_f16(data: &[u8], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = f16_at(data, 2 * i);
+    }
+}
+
+/// Decodes `out.len()` BF16 values (`bits << 16`).
+pub fn decode_bf16(data: &[u8], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = bf16::from_le_bytes([data[2 * i], data[2 * i + 1]]).to_f32();
+    }
+}
+
+/// Decodes `out.len()` F32 values.
+pub fn decode_f32(data: &[u8], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        let b = &data[4 * i..4 * i + 4];
+        *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// Decodes Q8_0 blocks (f16 `d`, 32 × i8 `q`): `x = f32(q)·f32(d)`.
+pub fn decode_q8_0(data: &[u8], out: &mut [f32]) {
+    for (b, chunk) in out.chunks_mut(32).enumerate() {
+        let blk = &data[34 * b..34 * b + 34];
+        let d = f16_at(blk, 0);
+        for (j, o) in chunk.iter_mut().enumerate() {
+            *o = f32::from(blk[2 + j] as i8) * d;
+        }
+    }
+}
+
+/// Decodes Q4_0 blocks (f16 `d`, 16 bytes): element j is `(qs[j] & 15) − 8`, element
+/// j + 16 is `(qs[j] >> 4) − 8`, each times `d`.
+pub fn decode_q4_0(data: &[u8], out: &mut [f32]) {
+    for (b, chunk) in out.chunks_mut(32).enumerate() {
+        let blk = &data[18 * b..18 * b + 18];
+        let d = f16_at(blk, 0);
+        for j in 0..16 {
+            chunk[j] = f32::from((blk[2 + j] & 15) as i8 - 8) * d;
+            chunk[j + 16] = f32::from((blk[2 + j] >> 4) as i8 - 8) * d;
+        }
+    }
+}
+
+/// Code (0/1/2) of element `i` (0..256) of a TQ2_0 block's `qs[64]`: bytes 0..31 hold
+/// elements 0..127, bytes 32..63 elements 128..255; element `32·l + m` of a half is in
+/// byte m at bits `2l+1..2l` (least significant pair first).
+#[inline]
+pub fn tq2_code(qs: &[u8], i: usize) -> u8 {
+    let (half, r) = (i / 128, i % 128);
+    (qs[32 * half + r % 32] >> (2 * (r / 32))) & 3
+}
+
+/// Decodes TQ2_0 blocks (`qs[64]`, f16 `d`): `(c − 1)·d`.
+pub fn decode_tq2_0(data: &[u8], out: &mut [f32]) {
+    for (b, chunk) in out.chunks_mut(256).enumerate() {
+        let blk = &data[66 * b..66 * b + 66];
+        let d = f16_at(blk, 64);
+        for (i, o) in chunk.iter_mut().enumerate() {
+            *o = f32::from(tq2_code(&blk[..64], i) as i8 - 1) * d;
+        }
+    }
+}
+
+/// Packs 256 codes (0/1/2) and a scale into one TQ2_0 block.
+pub fn pack_tq2_0(codes: &[u8], d: f16) -> [u8; 66] {
+    let mut blk = [0u8; 66];
+    for (i, &c) in codes.iter().enumerate().take(256) {
+        let (half, r) = (i / 128, i % 128);
+        blk[32 * half + r % 32] |= (c & 3) << (2 * (r / 32));
+    }
+    blk[64..66].copy_from_slice(&d.to_le_bytes());
+    blk
+}
+
+/// Trit `n` (0 = most significant) of a base-3 packed TQ1_0 byte:
+/// `(((B·3^n) mod 256)·3) >> 8`.
+#[inline]
+pub fn tq1_trit(byte: u8, n: u32) -> u8 {
+    let pow = 3u16.pow(n);
+    let v = (u16::from(byte) * pow) & 0xFF;
+    ((v * 3) >> 8) as u8
+}
+
+/// Code (0/1/2) of element `i` (0..256) of a TQ1_0 block (`qs[48]`, `qh[4]`, `d`).
+/// `qs[m]` (m < 32) trit n → element `32n + m`; `qs[32+m]` (m < 16) trit n →
+/// `160 + 16n + m`; `qh[j]` trit n → `240 + 4n + j`.
+#[inline]
+pub fn tq1_code(blk: &[u8], i: usize) -> u8 {
+    if i < 160 {
+        tq1_trit(blk[i % 32], (i / 32) as u32)
+    } else if i < 240 {
+        let r = i - 160;
+        tq1_trit(blk[32 + r % 16], (r / 16) as u32)
+    } else {
+        let r = i - 240;
+        tq1_trit(blk[48 + r % 4], (r / 4) as u32)
+    }
+}
+
+/// Decodes TQ1_0 blocks: `(c − 1)·d`.
+pub fn decode_tq1_0(data: &[u8], out: &mut [f32]) {
+    for (b, chunk) in out.chunks_mut(256).enumerate() {
+        let blk = &data[54 * b..54 * b + 54];
+        let d = f16_at(blk, 52);
+        for (i, o) in chunk.iter_mut().enumerate() {
+            *o = f32::from(tq1_code(blk, i) as i8 - 1) * d;
+        }
+    }
+}
+
+/// Packs 256 codes (0/1/2) and a scale into one TQ1_0 block, as ggml's
+/// `quantize_row_tq1_0_ref` does (`ceil(256·v/243)` per byte).
+pub fn pack_tq1_0(codes: &[u8], d: f16) -> [u8; 54] {
+    let mut blk = [0u8; 54];
+    let enc = |trits: &mut dyn Iterator<Item = u8>, extra_shift: bool| -> u8 {
+        let mut q: u16 = 0;
+        for t in trits {
+            q = q * 3 + u16::from(t);
+        }
+        if extra_shift {
+            q *= 3;
+        }
+        ((q * 256 + 242) / 243) as u8
+    };
+    for m in 0..32 {
+        blk[m] = enc(&mut (0..5).map(|n| codes[32 * n + m]), false);
+    }
+    for m in 0..16 {
+        blk[32 + m] = enc(&mut (0..5).map(|n| codes[160 + 16 * n + m]), false);
+    }
+    for j in 0..4 {
+        blk[48 + j] = enc(&mut (0..4).map(|n| codes[240 + 4 * n + j]), true);
+    }
+    blk[52..54].copy_from_slice(&d.to_le_bytes());
+    blk
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn codes_strategy(n: usize) -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(0u8..3, n)
+    }
+
+    #[test]
+    fn i2s_layout_by_hand() {
+        // Element p of a group is in byte p % 32, most significant pair first.
+        let mut codes = vec![1u8; 128];
+        codes[0] = 2; // byte 0 bits 7-6
+        codes[32] = 0; // byte 0 bits 5-4
+        codes[97] = 2; // byte 1 bits 1-0
+        let packed = pack_i2s(&codes, 0.5, &[0xAB; 28]);
+        assert_eq!(packed.len(), 64);
+        assert_eq!(packed[0], 0b10_00_01_01);
+        assert_eq!(packed[1], 0b01_01_01_10);
+        let mut out = vec![0.0; 128];
+        decode_i2s(&packed, 128, &mut out);
+        assert_eq!(out[0], 0.5);
+        assert_eq!(out[32], -0.5);
+        assert_eq!(out[97], 0.5);
+        assert_eq!(out[1], 0.0);
+    }
+
+    proptest! {
+        #[test]
+        fn i2s_roundtrip(groups in 1usize..5, seed in any::<u64>()) {
+            let n = groups * 128;
+            let codes: Vec<u8> = (0..n).map(|i| ((seed >> (i % 61)) as u8 ^ i as u8) % 3).collect();
+            let packed = pack_i2s(&codes, 1.25, &[7; 28]);
+            for (e, &c) in codes.iter().enumerate() {
+                prop_assert_eq!(i2s_code(&packed, e), c);
+            }
+            prop_assert_eq!(i2s_scale(&packed, n), Some(1.25));
+        }
+
+        #[test]
+        fn tq2_roundtrip(codes in codes_strategy(256), d in -4.0f32..4.0) {
+            let d16 = f16::from_f32(d);
+            let blk = pack_tq2_0(&codes, d16);
+            let mut out = vec![0.0; 256];
+            decode_tq2_0(&blk, &mut out);
+            for i in 0..256 {
+                prop_assert_eq!(tq2_code(&blk, i), codes[i]);
+                prop_assert_eq!(out[i], f32::from(codes[i] as i8 - 1) * d16.to_f32());
+            }
+        }
+
+        #[test]
+        fn tq1_roundtrip(codes in codes_strategy(256), d in -4.0f32..4.0) {
+            let d16 = f16::from_f32(d);
+            let blk = pack_tq1_0(&codes, d16);
+            let mut out = vec![0.0; 256];
+            decode_tq1_0(&blk, &mut out);
+            for i in 0..256 {
+                prop_assert_eq!(tq1_code(&blk, i), codes[i]);
+                prop_assert_eq!(out[i], f32::from(codes[i] as i8 - 1) * d16.to_f32());
+            }
+        }
+
+        #[test]
+        fn q8_0_decode(qs in proptest::collection::vec(any::<i8>(), 32), d in -2.0f32..2.0) {
+            let d16 = f16::from_f32(d);
+            let mut blk = d16.to_le_bytes().to_vec();
+            blk.extend(qs.iter().map(|&q| q as u8));
+            let mut out = vec![0.0; 32];
+            decode_q8_0(&blk, &mut out);
+            for j in 0..32 {
+                prop_assert_eq!(out[j], f32::from(qs[j]) * d16.to_f32());
+            }
+        }
+
+        #[test]
+        fn q4_0_decode(nib in proptest::collection::vec(0u8..16, 32), d in -2.0f32..2.0) {
+            let d16 = f16::from_f32(d);
+            let mut blk = d16.to_le_bytes().to_vec();
+            blk.extend((0..16).map(|j| nib[j] | (nib[j + 16] << 4)));
+            let mut out = vec![0.0; 32];
+            decode_q4_0(&blk, &mut out);
+            for j in 0..32 {
+                prop_assert_eq!(out[j], f32::from(nib[j] as i8 - 8) * d16.to_f32());
+            }
+        }
+
+        #[test]
+        fn f16_bf16_decode(bits in any::<u16>()) {
+            let mut o = [0.0f32];
+            decode_f16(&bits.to_le_bytes(), &mut o);
+            let h = f16::from_bits(bits).to_f32();
+            prop_assert!(o[0] == h || (o[0].is_nan() && h.is_nan()));
+            decode_bf16(&bits.to_le_bytes(), &mut o);
+            let b = f32::from_bits(u32::from(bits) << 16);
+            prop_assert!(o[0] == b || (o[0].is_nan() && b.is_nan()));
+        }
+    }
+}
