@@ -44,7 +44,15 @@ pub fn table(g: &Graph, ann: Option<&Annotations>) -> String {
             }
             extra.push_str(k);
         }
-        rows.push([i.to_string(), n.name.clone(), n.op.info(), inputs.join(", "), n.fact.dtype.to_string(), n.fact.shape.to_string(), extra]);
+        rows.push([
+            i.to_string(),
+            n.name.clone(),
+            n.op.info(),
+            inputs.join(", "),
+            n.fact.dtype.to_string(),
+            n.fact.shape.to_string(),
+            extra,
+        ]);
     }
     let widths: Vec<usize> = (0..7).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0).min(60)).collect();
     let mut out = String::new();
@@ -88,7 +96,11 @@ pub fn dot(g: &Graph, ann: Option<&Annotations>, colors: Option<&[Option<&str>]>
             if let Some(Some(k)) = ann.and_then(|a| a.get(i)) {
                 let _ = write!(label, "\\n{}", dot_escape(k));
             }
-            let fill = colors.and_then(|c| c.get(i).copied().flatten()).unwrap_or(if n.weight_name().is_some() { "gray90" } else { "white" });
+            let fill = colors.and_then(|c| c.get(i).copied().flatten()).unwrap_or(if n.weight_name().is_some() {
+                "gray90"
+            } else {
+                "white"
+            });
             let _ = writeln!(out, "{indent}n{i} [label=\"{label}\", fillcolor=\"{fill}\"];");
         }
         if layer.is_some() {

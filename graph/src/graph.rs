@@ -84,6 +84,11 @@ impl GraphBuilder {
         self.outputs.push(id);
     }
 
+    /// The name of an existing node.
+    pub fn name(&self, id: NodeId) -> &str {
+        &self.nodes[id].name
+    }
+
     /// The fact of an existing node.
     pub fn fact(&self, id: NodeId) -> &TensorFact {
         &self.nodes[id].fact
@@ -173,7 +178,12 @@ impl Graph {
         }
         for (i, n) in self.nodes.iter().enumerate() {
             if n.inputs.iter().any(|&j| j >= i) {
-                return Err(ErrorKind::Wiring { node: n.name.clone(), op: n.op.info(), msg: "input does not precede node".into() }.into());
+                return Err(ErrorKind::Wiring {
+                    node: n.name.clone(),
+                    op: n.op.info(),
+                    msg: "input does not precede node".into(),
+                }
+                .into());
             }
             let facts: Vec<&TensorFact> = n.inputs.iter().map(|&j| &self.nodes[j].fact).collect();
             match n.op.infer(&facts) {
@@ -190,7 +200,9 @@ impl Graph {
                     .into())
                 }
                 Err(_) => {
-                    return Err(ErrorKind::Wiring { node: n.name.clone(), op: n.op.info(), msg: "inputs no longer fit".into() }.into())
+                    return Err(
+                        ErrorKind::Wiring { node: n.name.clone(), op: n.op.info(), msg: "inputs no longer fit".into() }.into()
+                    )
                 }
             }
         }

@@ -17,3 +17,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId};
 pub use op::{Op, RopeStyle, Tolerance};
 pub use shape::{Bindings, Dim, Shape, Sym, TensorFact};
+pub mod backend;
+pub mod exec;
+
+pub use backend::{Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};
+pub use exec::{Executor, WeightSource};

@@ -49,6 +49,9 @@ pub enum Op {
     /// F16-weight matmul: `w [M, K]` f16, `x [T, K]` f32 → `[T, M]` f32; the activation is
     /// rounded to f16 when T = 1 (bitnet.cpp's rule, docs/format.md §4.4).
     MatMulF16,
+    /// Q8_0-weight matmul: `w [M, K]` q8_0, `x [T, K]` f32 → `[T, M]` f32; the activation
+    /// is quantized to Q8_0 blocks of 32 first (docs/format.md §4.6.2), in every batch mode.
+    MatMulQ8_0,
     /// Reinterprets the input with another shape of the same element count.
     Reshape {
         /// The new shape.
@@ -157,6 +160,7 @@ impl Op {
             Op::QuantizeI8 => "QuantizeI8",
             Op::MatMulI2S => "MatMulI2S",
             Op::MatMulF16 => "MatMulF16",
+            Op::MatMulQ8_0 => "MatMulQ8_0",
             Op::Reshape { .. } => "Reshape",
             Op::Rope { .. } => "Rope",
             Op::Attention { .. } => "Attention",
@@ -180,6 +184,7 @@ impl Op {
             "QuantizeI8",
             "MatMulI2S",
             "MatMulF16",
+            "MatMulQ8_0",
             "Reshape",
             "Rope",
             "Attention",
@@ -233,7 +238,7 @@ impl Op {
             Op::RmsNorm { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
             Op::Rope { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
             Op::Silu => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
-            Op::MatMulF16 => Tolerance::Close { abs: 1e-4, rel: 1e-4 },
+            Op::MatMulF16 | Op::MatMulQ8_0 => Tolerance::Close { abs: 1e-4, rel: 1e-4 },
             Op::Attention { .. } => Tolerance::Close { abs: 1e-4, rel: 1e-4 },
         }
     }
@@ -243,7 +248,14 @@ impl Op {
         match self {
             Op::InputTokens | Op::InputPositions | Op::Weight { .. } => 0,
             Op::QuantizeI8 | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu | Op::SelectOutputs => 1,
-            Op::Embedding | Op::RmsNorm { .. } | Op::MatMulI2S | Op::MatMulF16 | Op::Rope { .. } | Op::Add | Op::Mul => 2,
+            Op::Embedding
+            | Op::RmsNorm { .. }
+            | Op::MatMulI2S
+            | Op::MatMulF16
+            | Op::MatMulQ8_0
+            | Op::Rope { .. }
+            | Op::Add
+            | Op::Mul => 2,
             Op::Attention { .. } => 4,
         }
     }
@@ -277,9 +289,10 @@ impl Op {
                 want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
                 Ok(TensorFact::new(DType::Q8Tok, inputs[0].shape.clone()))
             }
-            Op::MatMulI2S | Op::MatMulF16 => {
+            Op::MatMulI2S | Op::MatMulF16 | Op::MatMulQ8_0 => {
                 let (wty, xty) = match self {
                     Op::MatMulI2S => (DType::I2S, DType::Q8Tok),
+                    Op::MatMulQ8_0 => (DType::Q8_0, DType::F32),
                     _ => (DType::F16, DType::F32),
                 };
                 want_dtype(inputs, 0, &[wty])?;
@@ -294,7 +307,8 @@ impl Op {
             Op::Reshape { to } => {
                 let from = &inputs[0].shape;
                 let syms = |s: &Shape| {
-                    let mut v: Vec<Sym> = s.dims().iter().filter_map(|d| if let Dim::Sym(x) = d { Some(*x) } else { None }).collect();
+                    let mut v: Vec<Sym> =
+                        s.dims().iter().filter_map(|d| if let Dim::Sym(x) = d { Some(*x) } else { None }).collect();
                     v.sort_by_key(|s| s.name());
                     v
                 };

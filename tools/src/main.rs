@@ -1,1 +1,21 @@
-fn main() {}
+//! `bitnet-graph`: dump, exec.
+#![forbid(unsafe_code)]
+
+mod chat;
+mod cli;
+mod dump;
+mod exec;
+mod runtime;
+mod sampler;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

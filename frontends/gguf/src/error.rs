@@ -72,9 +72,9 @@ pub enum ErrorKind {
         /// Comma-separated list of supported architectures.
         supported: String,
     },
-    /// Graph construction failed (shape or dtype error), with the graph's message.
+    /// Graph construction failed (shape or dtype error naming the node).
     #[error("{0}")]
-    Graph(String),
+    Graph(graph::Error),
     /// Tokenizer construction or use failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -113,7 +113,7 @@ impl From<ErrorKind> for Error {
 
 impl From<graph::Error> for Error {
     fn from(e: graph::Error) -> Error {
-        ErrorKind::Graph(e.to_string()).into()
+        ErrorKind::Graph(e).into()
     }
 }
 

@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+pub mod lower;
 pub mod npy;
 pub mod reader;
 pub mod types;
@@ -12,5 +13,6 @@ pub mod value;
 pub mod writer;
 
 pub use error::{Error, ErrorKind, Result};
+pub use lower::{lower, HParams, Model};
 pub use reader::{shape_from_ne, GgufFile, TensorInfo};
 pub use value::{Array, Value, ValueType};

@@ -232,7 +232,10 @@ impl GgufFile {
         }
         for t in &mut infos {
             if t.offset % alignment != 0 {
-                return Err(Error::tensor(&t.name, format!("offset {:#x} is not a multiple of the alignment {alignment}", t.offset)));
+                return Err(Error::tensor(
+                    &t.name,
+                    format!("offset {:#x} is not a multiple of the alignment {alignment}", t.offset),
+                ));
             }
             let start = data_start.checked_add(t.offset);
             let end = start.and_then(|s| s.checked_add(t.nbytes));
@@ -241,10 +244,7 @@ impl GgufFile {
                 _ => {
                     return Err(Error::tensor(
                         &t.name,
-                        format!(
-                            "data range {:#x}+{:#x}..+{:#x} exceeds file size {len:#x}",
-                            data_start, t.offset, t.nbytes
-                        ),
+                        format!("data range {:#x}+{:#x}..+{:#x} exceeds file size {len:#x}", data_start, t.offset, t.nbytes),
                     ))
                 }
             }
@@ -445,7 +445,9 @@ impl<'a> Cursor<'a> {
                 for (i, &b) in bytes.iter().enumerate() {
                     match b {
                         0 | 1 => v.push(b == 1),
-                        _ => return Err(Error::invalid(format!("array `{key}`[{i}]"), start + i as u64, format!("bool byte {b}"))),
+                        _ => {
+                            return Err(Error::invalid(format!("array `{key}`[{i}]"), start + i as u64, format!("bool byte {b}")))
+                        }
                     }
                 }
                 Array::Bool(v)
@@ -467,4 +469,3 @@ impl<'a> Cursor<'a> {
         })
     }
 }
-

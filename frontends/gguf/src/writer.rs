@@ -22,7 +22,12 @@ pub struct TensorSpec {
 /// Writes the header, metadata and tensor infos; returns the offsets (relative to the data
 /// section) assigned to each tensor. The caller then calls [`write_tensor`] for each tensor
 /// in the same order.
-pub fn write_header<W: Write>(w: &mut W, metadata: &[(String, Value)], tensors: &[TensorSpec], alignment: u64) -> io::Result<Vec<u64>> {
+pub fn write_header<W: Write>(
+    w: &mut W,
+    metadata: &[(String, Value)],
+    tensors: &[TensorSpec],
+    alignment: u64,
+) -> io::Result<Vec<u64>> {
     let mut head = Vec::new();
     head.extend_from_slice(b"GGUF");
     head.extend_from_slice(&3u32.to_le_bytes());
@@ -60,7 +65,12 @@ pub fn write_tensor<W: Write>(w: &mut W, data: &[u8], alignment: u64) -> io::Res
 }
 
 /// Writes a whole file held in memory.
-pub fn write_gguf<W: Write>(w: &mut W, metadata: &[(String, Value)], tensors: &[(TensorSpec, &[u8])], alignment: u64) -> io::Result<()> {
+pub fn write_gguf<W: Write>(
+    w: &mut W,
+    metadata: &[(String, Value)],
+    tensors: &[(TensorSpec, &[u8])],
+    alignment: u64,
+) -> io::Result<()> {
     let specs: Vec<TensorSpec> = tensors.iter().map(|(s, _)| s.clone()).collect();
     write_header(w, metadata, &specs, alignment)?;
     for (_, data) in tensors {

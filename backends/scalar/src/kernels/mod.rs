@@ -1,0 +1,62 @@
+//! Scalar reference kernels: the exact f32 arithmetic of bitnet.cpp (docs/format.md §4).
+//!
+//! Every function here reproduces one bitnet.cpp / ggml kernel bit for bit, written as
+//! plain loops so that the summation order and every rounding step can be read off the
+//! code. Each function's documentation states
+//!
+//! - the order in which values are combined (lanes, chunks, reductions), and
+//! - where results are rounded (f32, f64, f16, integer wrap or saturation).
+//!
+//! Compilers must not be allowed to reassociate or contract these expressions: Rust never
+//! does either for floats, and fused multiply-adds are written explicitly with
+//! [`f32::mul_add`], so the code below means exactly what it says.
+//!
+//! Families:
+//! - [`norm`]: RMSNorm.
+//! - [`i2s`]: per-token int8 activation quantizer and the I2_S integer dot product.
+//! - [`rope`]: rotary position embedding (NEOX and NORM pairings).
+//! - [`softmax`]: ggml's vector `exp` and the softmax built on it.
+//! - [`f16dot`]: the two F16 dot products (`dot16`, `dotblas`) and f16 rounding.
+//! - [`q8_0`]: the Q8_0 activation quantizer and the Q8_0 × Q8_0 block dot product.
+
+pub mod f16dot;
+pub mod i2s;
+pub mod norm;
+pub mod q8_0;
+pub mod rope;
+pub mod softmax;
+
+pub use f16dot::{f16_round, vec_dot_f16, vec_dot_f16_f32};
+pub use i2s::{i2s_output, quantize_row_i8, vec_dot_i2s_i8};
+pub use norm::rms_norm_f32;
+pub use q8_0::{quantize_row_q8_0_act, vec_dot_q8_0_q8_0, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
+pub use rope::rope_f32;
+pub use softmax::{softmax_f32, vexp_f32};
+
+/// A tiny deterministic generator for the unit tests (xorshift64*).
+#[cfg(test)]
+pub(crate) struct TestRng(pub u64);
+
+#[cfg(test)]
+impl TestRng {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform f32 in [lo, hi).
+    pub fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+
+    /// Uniform integer in [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

@@ -1,0 +1,398 @@
+//! The executor: runs a verified graph step by step on a chosen backend (falling back to
+//! the scalar reference per node), owning every buffer and the KV cache.
+
+use std::sync::Arc;
+
+use half::f16;
+
+use crate::backend::{q8tok_row_bytes, Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};
+use crate::error::{Error, ErrorKind, Result};
+use crate::graph::{Graph, Node, NodeId};
+use crate::op::Op;
+use crate::shape::{Bindings, TensorFact};
+use crate::DType;
+
+/// Where weight bytes come from (the model file). Implemented by the GGUF frontend.
+pub trait WeightSource {
+    /// The raw bytes of a weight tensor, in its file layout.
+    fn weight_bytes(&self, name: &str) -> Option<&[u8]>;
+}
+
+/// An owned node output.
+#[derive(Debug, Clone, Default)]
+pub enum Buffer {
+    /// No data (sources, freed buffers).
+    #[default]
+    None,
+    /// f32 elements.
+    F32(Vec<f32>),
+    /// i32 elements.
+    I32(Vec<i32>),
+    /// bytes (q8_tok).
+    Bytes(Vec<u8>),
+}
+
+enum WeightData<'w> {
+    Bytes(&'w [u8]),
+    F32(Vec<f32>),
+}
+
+struct KvBuf {
+    k: Vec<f16>,
+    v: Vec<f16>,
+}
+
+/// Byte/element count of a node output with concrete dims.
+fn alloc_len(dtype: DType, dims: &[usize]) -> usize {
+    match dtype {
+        DType::Q8Tok => {
+            let k = dims.last().copied().unwrap_or(1);
+            let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
+            rows * q8tok_row_bytes(k)
+        }
+        _ => dims.iter().product(),
+    }
+}
+
+/// Runs a graph.
+///
+/// ## Design
+/// The executor owns everything with a lifetime longer than one kernel call: node buffers
+/// (recycled as soon as their last consumer ran), the f16 KV cache of every attention
+/// layer, and the plan that assigns each node to a backend: the preferred backend where it
+/// [`Backend::supports`] the node, otherwise the scalar reference given as `fallback`. It
+/// does not know file formats: weights come through [`WeightSource`] and are borrowed, not
+/// copied (F32 weights, which are small norm vectors, are decoded once at start-up).
+pub struct Executor<'w> {
+    graph: Graph,
+    weights: Vec<Option<WeightData<'w>>>,
+    backends: Vec<Arc<dyn Backend>>,
+    plan: Vec<usize>,
+    kv: Vec<Option<KvBuf>>,
+    n_ctx: usize,
+    bufs: Vec<Buffer>,
+    dims: Vec<Vec<usize>>,
+    last_use: Vec<usize>,
+    pool: Vec<Buffer>,
+    keep_all: bool,
+}
+
+/// What a step observer sees: the node, its id and its output.
+pub type Observer<'a> = dyn FnMut(NodeId, &Node, TensorRef<'_>) + 'a;
+
+impl<'w> Executor<'w> {
+    /// Plans `graph` on `preferred` (or only `fallback` when `None`), binding the weights
+    /// and allocating a KV cache of `n_ctx` positions per attention layer.
+    pub fn new(
+        graph: Graph,
+        weights: &'w dyn WeightSource,
+        preferred: Option<Arc<dyn Backend>>,
+        fallback: Arc<dyn Backend>,
+        n_ctx: usize,
+    ) -> Result<Executor<'w>> {
+        if n_ctx == 0 {
+            return Err(Error::runtime("context size must be at least 1"));
+        }
+        let mut backends = vec![fallback];
+        if let Some(p) = preferred {
+            backends.push(p);
+        }
+        let mut wdata = Vec::with_capacity(graph.nodes().len());
+        let mut plan = Vec::with_capacity(graph.nodes().len());
+        let mut kv = Vec::new();
+        for n in graph.nodes() {
+            wdata.push(match &n.op {
+                Op::Weight { name, fact } => Some(bind_weight(name, fact, weights)?),
+                _ => None,
+            });
+            let facts: Vec<&TensorFact> = n.inputs.iter().map(|&i| &graph.node(i).fact).collect();
+            let choice = if n.op.is_source() {
+                0
+            } else {
+                match backends.iter().rposition(|b| b.supports(&n.op, &facts)) {
+                    Some(i) => i,
+                    None => {
+                        return Err(ErrorKind::Unsupported {
+                            backend: backends[0].name().into(),
+                            node: n.name.clone(),
+                            op: n.op.info(),
+                        }
+                        .into())
+                    }
+                }
+            };
+            plan.push(choice);
+            if let Op::Attention { layer, n_head_kv, head_dim, .. } = n.op {
+                if kv.len() <= layer {
+                    kv.resize_with(layer + 1, || None);
+                }
+                let len = n_head_kv
+                    .checked_mul(head_dim)
+                    .and_then(|x| x.checked_mul(kv_stride(n_ctx)))
+                    .ok_or_else(|| Error::runtime("KV cache size overflows"))?;
+                kv[layer] = Some(KvBuf { k: vec![f16::ZERO; len], v: vec![f16::ZERO; len] });
+            }
+        }
+        let n = graph.nodes().len();
+        let mut last_use = vec![0usize; n];
+        for (i, node) in graph.nodes().iter().enumerate() {
+            for &j in &node.inputs {
+                last_use[j] = last_use[j].max(i);
+            }
+        }
+        for &o in graph.outputs() {
+            last_use[o] = usize::MAX;
+        }
+        Ok(Executor {
+            graph,
+            weights: wdata,
+            backends,
+            plan,
+            kv,
+            n_ctx,
+            bufs: vec![Buffer::None; n],
+            dims: vec![Vec::new(); n],
+            last_use,
+            pool: Vec::new(),
+            keep_all: false,
+        })
+    }
+
+    /// The graph being run.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Context size (KV positions per layer).
+    pub fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    /// Keep every node's buffer after a step (for inspection), instead of recycling.
+    pub fn keep_all_buffers(&mut self, keep: bool) {
+        self.keep_all = keep;
+    }
+
+    /// The backend and kernel chosen for each node (`None` for sources), for dumps.
+    pub fn kernel_names(&self) -> Vec<Option<String>> {
+        self.graph
+            .nodes()
+            .iter()
+            .zip(&self.plan)
+            .map(|(n, &b)| {
+                if n.op.is_source() {
+                    return None;
+                }
+                let facts: Vec<&TensorFact> = n.inputs.iter().map(|&i| &self.graph.node(i).fact).collect();
+                let be = &self.backends[b];
+                Some(format!("{}:{}", be.name(), be.kernel_name(&n.op, &facts)))
+            })
+            .collect()
+    }
+
+    /// One line saying which backend runs which ops ("scalar: 81 nodes").
+    pub fn plan_summary(&self) -> String {
+        let mut counts = vec![0usize; self.backends.len()];
+        let mut fell_back: Vec<&str> = Vec::new();
+        for (n, &b) in self.graph.nodes().iter().zip(&self.plan) {
+            if n.op.is_source() {
+                continue;
+            }
+            counts[b] += 1;
+            if b == 0 && self.backends.len() > 1 && !fell_back.contains(&n.op.name()) {
+                fell_back.push(n.op.name());
+            }
+        }
+        let mut parts: Vec<String> = self
+            .backends
+            .iter()
+            .zip(&counts)
+            .rev()
+            .filter(|(_, &c)| c > 0)
+            .map(|(b, c)| format!("{}: {c} nodes", b.name()))
+            .collect();
+        if !fell_back.is_empty() {
+            parts.push(format!("fallback to scalar for {}", fell_back.join(", ")));
+        }
+        parts.join("; ")
+    }
+
+    /// Forgets the KV cache contents (positions restart at 0).
+    pub fn clear_kv(&mut self) {
+        for kv in self.kv.iter_mut().flatten() {
+            kv.k.fill(f16::ZERO);
+            kv.v.fill(f16::ZERO);
+        }
+    }
+
+    /// Runs one step: `tokens` at positions `pos0..pos0 + tokens.len()`, producing the
+    /// outputs of the last `n_outputs` rows (0 when only the KV cache matters). Returns the first graph output (the logits,
+    /// `[n_outputs, n_vocab]` row-major).
+    pub fn forward(&mut self, tokens: &[u32], pos0: usize, n_outputs: usize) -> Result<&[f32]> {
+        self.forward_observed(tokens, pos0, n_outputs, None)
+    }
+
+    /// [`Executor::forward`], calling `observer` after each computed node.
+    pub fn forward_observed(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        n_outputs: usize,
+        mut observer: Option<&mut Observer<'_>>,
+    ) -> Result<&[f32]> {
+        let t = tokens.len();
+        if t == 0 {
+            return Err(Error::runtime("a step needs at least one token"));
+        }
+        if n_outputs > t {
+            return Err(Error::runtime(format!("{n_outputs} output rows requested from a step of {t} tokens")));
+        }
+        match pos0.checked_add(t) {
+            Some(end) if end <= self.n_ctx => {}
+            _ => {
+                return Err(Error::runtime(format!(
+                    "positions {pos0}..{} exceed the context size {}",
+                    pos0.saturating_add(t),
+                    self.n_ctx
+                )))
+            }
+        }
+        let b = Bindings { tokens: t, outputs: n_outputs };
+        for i in 0..self.graph.nodes().len() {
+            self.dims[i] = self.graph.node(i).fact.shape.resolve(b);
+        }
+        for i in 0..self.graph.nodes().len() {
+            let node = &self.graph.nodes()[i];
+            let (graph, weights, bufs, dims, kvs) = (&self.graph, &self.weights, &mut self.bufs, &self.dims, &mut self.kv);
+            let _ = graph;
+            match &node.op {
+                Op::Weight { .. } => continue,
+                Op::InputTokens => {
+                    let v = tokens.iter().map(|&x| x as i32).collect();
+                    bufs[i] = Buffer::I32(v);
+                }
+                Op::InputPositions => {
+                    let v = (0..t).map(|k| (pos0 + k) as i32).collect();
+                    bufs[i] = Buffer::I32(v);
+                }
+                op => {
+                    let mut out = take_buffer(&mut self.pool, node.fact.dtype, &dims[i]);
+                    {
+                        let inputs: Vec<TensorRef<'_>> =
+                            node.inputs.iter().map(|&j| view_of(&self.graph, weights, bufs, dims, j)).collect();
+                        let mut om = buffer_mut(&mut out, node.fact.dtype, &dims[i]);
+                        let backend = &self.backends[self.plan[i]];
+                        let res = match op {
+                            Op::Attention { layer, .. } => {
+                                let kvb = kvs[*layer].as_mut().expect("kv allocated for every attention layer");
+                                let mut kv = KvLayer { k: &mut kvb.k, v: &mut kvb.v, n_ctx: kv_stride(self.n_ctx) };
+                                backend.eval(op, &inputs, &mut om, Some(&mut kv))
+                            }
+                            _ => backend.eval(op, &inputs, &mut om, None),
+                        };
+                        res.map_err(|e| {
+                            Error::runtime(format!("node `{}` ({}) on {}: {e}", node.name, op.info(), backend.name()))
+                        })?;
+                    }
+                    bufs[i] = out;
+                }
+            }
+            if let Some(obs) = observer.as_deref_mut() {
+                obs(i, &self.graph.nodes()[i], self.view(i));
+            }
+            if !self.keep_all {
+                for k in 0..self.graph.node(i).inputs.len() {
+                    let j = self.graph.node(i).inputs[k];
+                    if self.last_use[j] == i {
+                        let b = std::mem::take(&mut self.bufs[j]);
+                        if matches!(b, Buffer::F32(_) | Buffer::Bytes(_)) {
+                            self.pool.push(b);
+                        }
+                    }
+                }
+            }
+        }
+        let out = self.graph.outputs()[0];
+        match &self.bufs[out] {
+            Buffer::F32(v) => Ok(v),
+            _ => Err(Error::runtime("graph output is not f32")),
+        }
+    }
+
+    /// The last computed output of a node (weights: their data).
+    pub fn view(&self, id: NodeId) -> TensorRef<'_> {
+        view_of(&self.graph, &self.weights, &self.bufs, &self.dims, id)
+    }
+
+    /// Read access to one layer's KV cache (`k`, `v` in [`KvLayer`] layout).
+    pub fn kv_layer(&self, layer: usize) -> Option<(&[f16], &[f16])> {
+        self.kv.get(layer)?.as_ref().map(|b| (&b.k[..], &b.v[..]))
+    }
+}
+
+fn view_of<'a>(
+    graph: &'a Graph,
+    weights: &'a [Option<WeightData<'_>>],
+    bufs: &'a [Buffer],
+    dims: &'a [Vec<usize>],
+    id: NodeId,
+) -> TensorRef<'a> {
+    let node = graph.node(id);
+    let dims = &dims[id];
+    let data = match (&weights[id], &bufs[id]) {
+        (Some(WeightData::Bytes(b)), _) => Data::Bytes(b),
+        (Some(WeightData::F32(v)), _) => Data::F32(v),
+        (None, Buffer::F32(v)) => Data::F32(v),
+        (None, Buffer::I32(v)) => Data::I32(v),
+        (None, Buffer::Bytes(v)) => Data::Bytes(v),
+        (None, Buffer::None) => Data::Bytes(&[]),
+    };
+    TensorRef { dtype: node.fact.dtype, dims, data }
+}
+
+fn take_buffer(pool: &mut Vec<Buffer>, dtype: DType, dims: &[usize]) -> Buffer {
+    let n = alloc_len(dtype, dims);
+    let want_f32 = dtype == DType::F32;
+    let pos = pool.iter().position(|b| matches!((b, want_f32), (Buffer::F32(_), true) | (Buffer::Bytes(_), false)));
+    let mut b =
+        pos.map(|p| pool.swap_remove(p)).unwrap_or(if want_f32 { Buffer::F32(Vec::new()) } else { Buffer::Bytes(Vec::new()) });
+    match &mut b {
+        Buffer::F32(v) => v.resize(n, 0.0),
+        Buffer::Bytes(v) => v.resize(n, 0),
+        _ => {}
+    }
+    b
+}
+
+/// Positions per KV-cache row: the context rounded up to a multiple of 32, so attention
+/// can read the zero-padded `n_kv` that ggml uses without bounds special cases.
+pub fn kv_stride(n_ctx: usize) -> usize {
+    n_ctx.div_ceil(32) * 32
+}
+
+fn buffer_mut<'a>(b: &'a mut Buffer, dtype: DType, dims: &'a [usize]) -> TensorMut<'a> {
+    let data = match b {
+        Buffer::F32(v) => DataMut::F32(v),
+        Buffer::I32(v) => DataMut::I32(v),
+        Buffer::Bytes(v) => DataMut::Bytes(v),
+        Buffer::None => DataMut::Bytes(&mut []),
+    };
+    TensorMut { dtype, dims, data }
+}
+
+fn bind_weight<'w>(name: &str, fact: &TensorFact, src: &'w dyn WeightSource) -> Result<WeightData<'w>> {
+    let bytes = src.weight_bytes(name).ok_or_else(|| Error::runtime(format!("weight `{name}` is not in the model file")))?;
+    let dims = fact.shape.fixed_len().map(|_| fact.shape.resolve(Bindings { tokens: 0, outputs: 0 }));
+    let dims = dims.ok_or_else(|| Error::runtime(format!("weight `{name}` has a symbolic shape")))?;
+    let row = dims.last().copied().unwrap_or(1);
+    let rows: usize = dims[..dims.len() - 1].iter().product();
+    let want = fact.dtype.nbytes(row, rows).ok_or_else(|| Error::runtime(format!("weight `{name}`: invalid size")))?;
+    if bytes.len() != want {
+        return Err(Error::runtime(format!("weight `{name}`: {} bytes, expected {want} for {fact}", bytes.len())));
+    }
+    Ok(if fact.dtype == DType::F32 {
+        WeightData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    } else {
+        WeightData::Bytes(bytes)
+    })
+}

@@ -1,0 +1,147 @@
+//! Argument parsing and dispatch.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::runtime::BackendChoice;
+
+/// bitnet-graph: runs BitNet b1.58 ternary models from GGUF files on CPUs, with every graph
+/// shape verified before any math runs.
+#[derive(Parser, Debug)]
+#[command(name = "bitnet-graph", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// Output formats of `dump`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// A fixed-width table.
+    Table,
+    /// Graphviz DOT (render with `dot -Tsvg`).
+    Dot,
+    /// One JSON document.
+    Json,
+}
+
+/// Arguments of `exec`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// The prompt text.
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Tokens to generate at most.
+    #[arg(short = 'n', long = "max-new-tokens", default_value_t = 128)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy (argmax, lowest id on ties).
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// Top-k (0 = off).
+    #[arg(long, default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1 = off).
+    #[arg(long, default_value_t = 0.95, value_parser = parse_unit)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long, default_value_t = 0.05, value_parser = parse_unit)]
+    pub min_p: f32,
+    /// Repetition penalty over the last 64 tokens (1 = off).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
+    pub repeat_penalty: f32,
+    /// RNG seed (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Threads (default: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Prompt tokens per forward pass; 1 evaluates the prompt one token at a time.
+    #[arg(long, default_value_t = 512)]
+    pub ubatch: usize,
+    /// Parse special-token text (e.g. `<|eot_id|>`) in the prompt.
+    #[arg(long)]
+    pub special: bool,
+    /// Do not add the BOS token.
+    #[arg(long)]
+    pub no_bos: bool,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Context size in tokens (default: the model's training context).
+    #[arg(short = 'c', long)]
+    pub ctx_size: Option<usize>,
+    /// Format the prompt as a chat turn with the model's chat format.
+    #[arg(long)]
+    pub chat: bool,
+    /// System message for --chat.
+    #[arg(long, requires = "chat")]
+    pub system: Option<String>,
+    /// Print one JSON object instead of streaming text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the logits of every prompt position to this .npy file ([n_prompt, n_vocab] f32).
+    #[arg(long)]
+    pub logits_out: Option<PathBuf>,
+}
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not in [0, 1]"))
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a positive number"))
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Generate text from a prompt.
+    Exec(ExecArgs),
+    /// Print the model's metadata and its graph, every node with its shape.
+    Dump {
+        /// The GGUF model file.
+        model: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DumpFormat::Table)]
+        format: DumpFormat,
+        /// List the file's tensors (name, type, shape, offset, bytes) instead of the graph.
+        #[arg(long)]
+        tensors: bool,
+        /// Print every metadata key (arrays summarised).
+        #[arg(long)]
+        metadata: bool,
+    },
+}
+
+/// Parses arguments and runs the subcommand.
+pub fn run() -> Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    match cli.cmd {
+        Cmd::Exec(a) => crate::exec::run(&a),
+        Cmd::Dump { model, format, tensors, metadata } => crate::dump::run(&model, format, tensors, metadata),
+    }
+}

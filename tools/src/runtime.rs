@@ -1,0 +1,89 @@
+//! Loading a model for running: file, lowering, backend choice, executor, tokenizer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use backend_scalar::ScalarBackend;
+use clap::ValueEnum;
+use graph::{Backend, Executor};
+use gguf::tokenizer::Tokenizer;
+use gguf::{GgufFile, Model};
+
+/// `--backend`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// AVX2 when this CPU and build have it, else scalar.
+    Auto,
+    /// The scalar reference.
+    Scalar,
+    /// The AVX2 backend.
+    Avx2,
+}
+
+/// Resolves `--backend` to the preferred backend (`None` = scalar only), with its name.
+pub fn pick_backend(choice: BackendChoice) -> Result<(Option<Arc<dyn Backend>>, &'static str)> {
+    match choice {
+        BackendChoice::Scalar => Ok((None, "scalar")),
+        BackendChoice::Auto => Ok((None, "scalar")),
+        BackendChoice::Avx2 => {
+            if !backend_avx2::is_available() {
+                bail!("--backend avx2: this CPU lacks AVX2/FMA/F16C");
+            }
+            bail!("--backend avx2: the AVX2 backend is not implemented yet (its issue follows the scalar backend); use --backend scalar or auto")
+        }
+    }
+}
+
+/// Sets the rayon pool size once (0 = rayon's default, one thread per core).
+pub fn set_threads(threads: usize) -> Result<usize> {
+    if threads > 0 {
+        if threads > 1024 {
+            bail!("--threads {threads} is not plausible");
+        }
+        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("setting up the thread pool")?;
+    }
+    Ok(rayon::current_num_threads())
+}
+
+/// A loaded model.
+pub struct Loaded {
+    /// The mapped file.
+    pub file: GgufFile,
+    /// Lowered graph and hyperparameters.
+    pub model: Model,
+    /// Tokenizer.
+    pub tokenizer: Tokenizer,
+    /// Milliseconds spent loading.
+    pub load_ms: f64,
+}
+
+/// Opens, lowers and builds the tokenizer, reporting progress on stderr unless `quiet`.
+pub fn load(path: &Path, quiet: bool) -> Result<Loaded> {
+    let t0 = Instant::now();
+    if !quiet {
+        eprintln!("loading {} …", path.display());
+    }
+    let file = GgufFile::open(path)?;
+    let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
+    let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    if !quiet {
+        let hp = &model.hparams;
+        eprintln!(
+            "loaded {}: {} layers, n_embd {}, vocab {}, graph of {} nodes verified ({load_ms:.0} ms)",
+            hp.arch,
+            hp.n_layer,
+            hp.n_embd,
+            hp.n_vocab,
+            model.graph.nodes().len()
+        );
+    }
+    Ok(Loaded { file, model, tokenizer, load_ms })
+}
+
+/// Builds an executor for `loaded` on the chosen backend with `n_ctx` positions.
+pub fn executor<'a>(loaded: &'a Loaded, preferred: Option<Arc<dyn Backend>>, n_ctx: usize) -> Result<Executor<'a>> {
+    Ok(Executor::new(loaded.model.graph.clone(), &loaded.file, preferred, Arc::new(ScalarBackend::new()), n_ctx)?)
+}
