@@ -4,6 +4,7 @@
 pub mod bitnet_b158;
 pub mod blocks;
 pub mod hparams;
+pub mod names;
 
 use graph::Graph;
 
