@@ -12,12 +12,12 @@
 //! [`f32::mul_add`], so the code below means exactly what it says.
 //!
 //! Families:
-//! - [`norm`]: RMSNorm.
-//! - [`i2s`]: per-token int8 activation quantizer and the I2_S integer dot product.
-//! - [`rope`]: rotary position embedding (NEOX and NORM pairings).
-//! - [`softmax`]: ggml's vector `exp` and the softmax built on it.
-//! - [`f16dot`]: the two F16 dot products (`dot16`, `dotblas`) and f16 rounding.
-//! - [`q8_0`]: the Q8_0 activation quantizer and the Q8_0 × Q8_0 block dot product.
+//! - RMSNorm: [`norm`].
+//! - Per-token int8 activation quantizer and the I2_S integer dot product: [`i2s`].
+//! - Rotary position embedding (NEOX and NORM pairings): [`rope`].
+//! - ggml's vector `exp` and the softmax built on it: [`softmax`].
+//! - The two F16 dot products (`dot16`, `dotblas`) and f16 rounding: [`f16dot`].
+//! - The Q8_0 activation quantizer and the Q8_0 × Q8_0 block dot product: [`q8_0`].
 
 pub mod f16dot;
 pub mod i2s;

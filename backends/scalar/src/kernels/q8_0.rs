@@ -149,8 +149,8 @@ mod tests {
         let mut want = 0.0f64;
         for b in 0..k / 32 {
             let (wb, ab) = (&wq[34 * b..34 * b + 34], &xa[34 * b..34 * b + 34]);
-            let d = f64::from(f16::from_le_bytes([wb[0], wb[1]]).to_f32())
-                * f64::from(f16::from_le_bytes([ab[0], ab[1]]).to_f32());
+            let d =
+                f64::from(f16::from_le_bytes([wb[0], wb[1]]).to_f32()) * f64::from(f16::from_le_bytes([ab[0], ab[1]]).to_f32());
             let s: i64 = (0..32).map(|i| i64::from(wb[2 + i] as i8) * i64::from(ab[2 + i] as i8)).sum();
             want += d * s as f64;
         }

@@ -25,15 +25,7 @@ use graph::RopeStyle;
 ///
 /// # Panics
 /// If `x.len() != n_head·head_dim`, `n_rot > head_dim` or `n_rot` is odd.
-pub fn rope_f32(
-    x: &mut [f32],
-    n_head: usize,
-    head_dim: usize,
-    n_rot: usize,
-    pos: i32,
-    freq_base: f32,
-    style: RopeStyle,
-) {
+pub fn rope_f32(x: &mut [f32], n_head: usize, head_dim: usize, n_rot: usize, pos: i32, freq_base: f32, style: RopeStyle) {
     assert_eq!(x.len(), n_head * head_dim, "rope_f32: x must be [n_head, head_dim]");
     assert!(n_rot <= head_dim && n_rot % 2 == 0, "rope_f32: n_rot = {n_rot} with head_dim = {head_dim}");
     let half = n_rot / 2;
