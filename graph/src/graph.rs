@@ -95,9 +95,12 @@ impl GraphBuilder {
     }
 
     fn infer_error(&self, name: &str, op: &Op, inputs: &[NodeId], e: InferError) -> Error {
+        // The weight tensor involved: the offending input if it is a weight, else the
+        // node's weight input (a matmul whose activation does not fit its weight).
+        let any_weight = inputs.iter().find_map(|&j| self.nodes[j].weight_name());
         let input_desc = |i: usize| -> (String, Option<String>) {
             let n = &self.nodes[inputs[i]];
-            (format!("input {i} (`{}`)", n.name), n.weight_name().map(str::to_string))
+            (format!("input {i} (`{}`)", n.name), n.weight_name().or(any_weight).map(str::to_string))
         };
         let kind = match e {
             InferError::Arity(n) => {
