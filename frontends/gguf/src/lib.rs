@@ -8,6 +8,7 @@ mod error;
 pub mod lower;
 pub mod npy;
 pub mod reader;
+pub mod tokenizer;
 pub mod types;
 pub mod value;
 pub mod writer;

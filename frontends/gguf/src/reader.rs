@@ -19,6 +19,16 @@ const MAX_ARRAY_DEPTH: usize = 8;
 const MAX_NAME_LEN: usize = 63;
 /// Largest alignment we accept.
 const MAX_ALIGNMENT: u64 = 1 << 20;
+/// Most entries reserved before they are read. Counts come from the file: one that passes
+/// the bytes-left cap can still be a lie, and reserving for it would cost several times the
+/// file size (a KV pair takes 13 bytes on disk but ~56 in memory). Longer tables grow as
+/// their entries are actually read.
+const MAX_PREALLOC: u64 = 4096;
+
+/// Capacity to reserve for a table of `count` entries read from the file.
+fn prealloc(count: u64) -> usize {
+    count.min(MAX_PREALLOC) as usize
+}
 
 /// One tensor's entry in the tensor-info table.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -151,8 +161,8 @@ impl GgufFile {
             ));
         }
 
-        let mut metadata = Vec::with_capacity(kv_count as usize);
-        let mut index = HashMap::with_capacity(kv_count as usize);
+        let mut metadata = Vec::with_capacity(prealloc(kv_count));
+        let mut index = HashMap::with_capacity(prealloc(kv_count));
         for i in 0..kv_count {
             let key_off = c.pos as u64;
             let key = c.string(&format!("metadata key #{i}"))?;
@@ -183,8 +193,8 @@ impl GgufFile {
             }
         };
 
-        let mut infos = Vec::with_capacity(tensor_count as usize);
-        let mut tensor_index = HashMap::with_capacity(tensor_count as usize);
+        let mut infos = Vec::with_capacity(prealloc(tensor_count));
+        let mut tensor_index = HashMap::with_capacity(prealloc(tensor_count));
         for i in 0..tensor_count {
             let name_off = c.pos as u64;
             let name = c.string(&format!("tensor #{i} name"))?;
@@ -314,7 +324,8 @@ fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
         if row % 128 != 0 {
             return Err(Error::tensor(name, format!("I2_S row length ne0 = {row} is not a multiple of 128")));
         }
-        if ne.len() < 2 || rows % 4 != 0 {
+        // docs/format.md §1.6: `ne1 % 4 == 0` (which implies `rows % 4 == 0` for 3-D and 4-D).
+        if ne.len() < 2 || ne[1] % 4 != 0 {
             return Err(Error::tensor(name, format!("I2_S needs a matrix with a multiple of 4 rows, got ne {ne:?}")));
         }
     }
@@ -453,14 +464,14 @@ impl<'a> Cursor<'a> {
                 Array::Bool(v)
             }
             ValueType::String => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(prealloc(count));
                 for i in 0..n {
                     v.push(self.string(&format!("array `{key}`[{i}]"))?);
                 }
                 Array::String(v)
             }
             ValueType::Array => {
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(prealloc(count));
                 for _ in 0..n {
                     v.push(self.array(key, depth + 1)?);
                 }

@@ -1,0 +1,154 @@
+//! The `bitnet-graph` binary as a user runs it: dump in every format, exec matching
+//! bitnet.cpp's tokens through the whole pipeline (tokenizer included), and clear errors
+//! with exit code 2 on bad input. Run with `--release`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn shared(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel)
+}
+
+fn tiny() -> String {
+    shared("models/tiny-i2_s.gguf").display().to_string()
+}
+
+fn bg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bitnet-graph")).args(args).output().expect("run bitnet-graph")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json(path: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(shared(path)).unwrap()).unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn dump_table_dot_json_and_tensors() {
+    let model = tiny();
+    let t = bg(&["dump", &model]);
+    assert!(t.status.success(), "{}", stderr(&t));
+    let s = stdout(&t);
+    assert!(s.contains("architecture: bitnet-b1.58"));
+    assert!(s.contains("ffn_sub_norm-1") && s.contains("[T, 512]") && s.contains("[O, 128256]"), "{s}");
+
+    let d = bg(&["dump", &model, "--format", "dot"]);
+    assert!(d.status.success());
+    let dot = stdout(&d);
+    assert!(dot.starts_with("digraph") && dot.contains("subgraph cluster_layer_0") && dot.contains("subgraph cluster_layer_1"));
+    assert_eq!(dot, stdout(&bg(&["dump", &model, "--format", "dot"])), "DOT output must be deterministic");
+
+    let j = bg(&["dump", &model, "--format", "json"]);
+    assert!(j.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&j)).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    let sub = nodes.iter().find(|n| n["name"] == "ffn_sub_norm-0").unwrap();
+    assert_eq!(sub["op"], "RmsNorm");
+    assert_eq!(sub["shape"], serde_json::json!(["T", 512]));
+    assert_eq!(sub["dtype"], "f32");
+    assert_eq!(sub["weight"]["name"], "blk.0.ffn_sub_norm.weight");
+    assert_eq!(sub["inputs"], serde_json::json!(["ffn_out-0", "blk.0.ffn_sub_norm.weight"]));
+    assert_eq!(v["hparams"]["n_ff"], 512);
+
+    let ts = bg(&["dump", &model, "--tensors"]);
+    assert!(ts.status.success());
+    let ts = stdout(&ts);
+    assert_eq!(ts.lines().count(), 25);
+    assert!(ts.contains("blk.0.attn_q.weight") && ts.contains("i2_s") && ts.contains("16416"), "{ts}");
+}
+
+#[test]
+fn dot_renders_with_graphviz_when_available() {
+    let dot_ok = Command::new("dot").arg("-V").output().map(|o| o.status.success()).unwrap_or(false);
+    if !dot_ok {
+        println!("graphviz `dot` not installed; skipping the render check");
+        return;
+    }
+    let src = stdout(&bg(&["dump", &tiny(), "--format", "dot"]));
+    let dir = std::env::temp_dir().join(format!("bg-dot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("g.dot"), src).unwrap();
+    let out = Command::new("dot").args(["-Tsvg", "-o"]).arg(dir.join("g.svg")).arg(dir.join("g.dot")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(dir.join("g.svg")).unwrap().contains("<svg"));
+}
+
+/// Every shared prompt through the CLI, token by token (`--ubatch 1`, bitnet.cpp's
+/// `run_inference.py` mode): prompt ids and 32 greedy tokens equal the reference.
+#[test]
+fn exec_greedy_matches_reference_token_by_token() {
+    let idx = json("reference/tiny-i2_s/seq/index.json");
+    for p in idx["prompts"].as_array().unwrap() {
+        let o = bg(&["exec", &tiny(), "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ubatch", "1", "--ignore-eos", "--json"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(ids(&r["prompt_tokens"]), ids(&p["prompt_tokens"]), "{}", p["id"]);
+        assert_eq!(ids(&r["generated_tokens"]), ids(&p["gen_tokens"]), "{}", p["id"]);
+        assert_eq!(r["text"], p["gen_text"], "{}", p["id"]);
+        assert!(r["timings"]["gen_tok_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+/// Batched prompt with `--logits-out`: every position's logits equal the reference's
+/// batched run bit for bit, and so do the greedy tokens.
+#[test]
+fn exec_batched_logits_out_matches_reference() {
+    let idx = json("reference/tiny-i2_s/index.json");
+    let dir = std::env::temp_dir().join(format!("bg-logits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for p in idx["prompts"].as_array().unwrap().iter().take(2) {
+        let out = dir.join("l.npy");
+        let o = bg(&[
+            "exec", &tiny(), "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ignore-eos", "--json",
+            "--logits-out", out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(ids(&r["generated_tokens"]), ids(&p["gen_tokens"]), "{}", p["id"]);
+        let got = gguf::npy::read_f32(&out).unwrap();
+        let want = gguf::npy::read_f32(shared(&format!("reference/tiny-i2_s/{}", p["logits_file"].as_str().unwrap()))).unwrap();
+        assert_eq!(got.shape, want.shape);
+        let differ = got.data.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        assert_eq!(differ, 0, "{}: {differ} logits differ", p["id"]);
+    }
+}
+
+#[test]
+fn exec_streams_text_and_reports_timings() {
+    let o = bg(&["exec", &tiny(), "-p", "Hello, world!", "-n", "4", "--temperature", "0", "--threads", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).trim().is_empty());
+    let e = stderr(&o);
+    assert!(e.contains("loading") && e.contains("timings:") && e.contains("tok/s"), "{e}");
+}
+
+#[test]
+fn bad_input_gives_clear_errors_and_exit_2() {
+    let model = tiny();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["exec", "/nonexistent.gguf", "-p", "x"], "/nonexistent.gguf"),
+        (vec!["exec", &model, "-p", "one two three four five six seven", "--ctx-size", "4"], "context holds 4"),
+        (vec!["exec", &model, "-p", "x", "--top-p", "2"], "top-p"),
+        (vec!["exec", &model, "-p", "x", "--ubatch", "0"], "--ubatch"),
+        (vec!["exec", &model, "-p", "x", "--frobnicate"], "--frobnicate"),
+        (vec!["exec", &model, "-p", "", "--no-bos"], "empty"),
+        (vec!["dump", "Cargo.toml"], "gguf"),
+        (vec!["dump", &model, "--format", "yaml"], "yaml"),
+    ];
+    for (args, needle) in cases {
+        let o = bg(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{args:?}");
+    }
+}
