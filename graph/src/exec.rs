@@ -80,6 +80,9 @@ pub struct Executor<'w> {
 /// What a step observer sees: the node, its id and its output.
 pub type Observer<'a> = dyn FnMut(NodeId, &Node, TensorRef<'_>) + 'a;
 
+/// What a checked step reports per node: id, node, the plan's output, the other backend's.
+pub type CheckCallback<'a> = dyn FnMut(NodeId, &Node, TensorRef<'_>, TensorRef<'_>) + 'a;
+
 impl<'w> Executor<'w> {
     /// Plans `graph` on `preferred` (or only `fallback` when `None`), binding the weights
     /// and allocating a KV cache of `n_ctx` positions per attention layer.
@@ -238,7 +241,32 @@ impl<'w> Executor<'w> {
         tokens: &[u32],
         pos0: usize,
         n_outputs: usize,
+        observer: Option<&mut Observer<'_>>,
+    ) -> Result<&[f32]> {
+        self.run(tokens, pos0, n_outputs, observer, None)
+    }
+
+    /// [`Executor::forward`] that also evaluates every node `other` supports on the same
+    /// inputs (and a copy of the KV cache), handing both outputs to `cb`. The plan's
+    /// outputs are the ones that propagate: this is the isolated cross-check.
+    pub fn forward_checked(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        n_outputs: usize,
+        other: &dyn Backend,
+        cb: &mut CheckCallback<'_>,
+    ) -> Result<&[f32]> {
+        self.run(tokens, pos0, n_outputs, None, Some((other, cb)))
+    }
+
+    fn run(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        n_outputs: usize,
         mut observer: Option<&mut Observer<'_>>,
+        mut check: Option<(&dyn Backend, &mut CheckCallback<'_>)>,
     ) -> Result<&[f32]> {
         let t = tokens.len();
         if t == 0 {
@@ -277,23 +305,32 @@ impl<'w> Executor<'w> {
                 }
                 op => {
                     let mut out = take_buffer(&mut self.pool, node.fact.dtype, &dims[i]);
-                    {
-                        let inputs: Vec<TensorRef<'_>> =
-                            node.inputs.iter().map(|&j| view_of(&self.graph, weights, bufs, dims, j)).collect();
-                        let mut om = buffer_mut(&mut out, node.fact.dtype, &dims[i]);
-                        let backend = &self.backends[self.plan[i]];
-                        let res = match op {
-                            Op::Attention { layer, .. } => {
-                                let kvb = kvs[*layer].as_mut().expect("kv allocated for every attention layer");
-                                let mut kv = KvLayer { k: &mut kvb.k, v: &mut kvb.v, n_ctx: kv_stride(self.n_ctx) };
-                                backend.eval(op, &inputs, &mut om, Some(&mut kv))
-                            }
-                            _ => backend.eval(op, &inputs, &mut om, None),
-                        };
-                        res.map_err(|e| {
-                            Error::runtime(format!("node `{}` ({}) on {}: {e}", node.name, op.info(), backend.name()))
-                        })?;
+                    let stride = kv_stride(self.n_ctx);
+                    let inputs: Vec<TensorRef<'_>> =
+                        node.inputs.iter().map(|&j| view_of(&self.graph, weights, bufs, dims, j)).collect();
+                    // The other backend of a checked run sees the same inputs and, for
+                    // attention, the KV cache as it was before this node.
+                    let facts: Vec<&TensorFact> = node.inputs.iter().map(|&j| &self.graph.node(j).fact).collect();
+                    let other = check.as_ref().map(|(b, _)| *b).filter(|b| b.supports(op, &facts));
+                    let mut kv_copy = match (other, op) {
+                        (Some(_), Op::Attention { layer, .. }) => kvs[*layer].as_ref().map(|k| KvBuf { k: k.k.clone(), v: k.v.clone() }),
+                        _ => None,
+                    };
+                    let backend = &self.backends[self.plan[i]];
+                    let kv = match op {
+                        Op::Attention { layer, .. } => kvs[*layer].as_mut(),
+                        _ => None,
+                    };
+                    eval_node(backend.as_ref(), node, &inputs, &mut out, &dims[i], kv, stride)?;
+                    if let (Some(ob), Some((_, cb))) = (other, check.as_mut()) {
+                        let mut out2 = take_buffer(&mut self.pool, node.fact.dtype, &dims[i]);
+                        eval_node(ob, node, &inputs, &mut out2, &dims[i], kv_copy.as_mut(), stride)?;
+                        let a = buffer_ref(&out, node.fact.dtype, &dims[i]);
+                        let b = buffer_ref(&out2, node.fact.dtype, &dims[i]);
+                        cb(i, node, a, b);
+                        self.pool.push(out2);
                     }
+                    drop(inputs);
                     bufs[i] = out;
                 }
             }
@@ -368,6 +405,36 @@ fn take_buffer(pool: &mut Vec<Buffer>, dtype: DType, dims: &[usize]) -> Buffer {
 /// can read the zero-padded `n_kv` that ggml uses without bounds special cases.
 pub fn kv_stride(n_ctx: usize) -> usize {
     n_ctx.div_ceil(32) * 32
+}
+
+fn eval_node(
+    backend: &dyn Backend,
+    node: &Node,
+    inputs: &[TensorRef<'_>],
+    out: &mut Buffer,
+    dims: &[usize],
+    kv: Option<&mut KvBuf>,
+    stride: usize,
+) -> Result<()> {
+    let mut om = buffer_mut(out, node.fact.dtype, dims);
+    let res = match kv {
+        Some(kvb) => {
+            let mut layer = KvLayer { k: &mut kvb.k, v: &mut kvb.v, n_ctx: stride };
+            backend.eval(&node.op, inputs, &mut om, Some(&mut layer))
+        }
+        None => backend.eval(&node.op, inputs, &mut om, None),
+    };
+    res.map_err(|e| Error::runtime(format!("node `{}` ({}) on {}: {e}", node.name, node.op.info(), backend.name())))
+}
+
+fn buffer_ref<'a>(b: &'a Buffer, dtype: DType, dims: &'a [usize]) -> TensorRef<'a> {
+    let data = match b {
+        Buffer::F32(v) => Data::F32(v),
+        Buffer::I32(v) => Data::I32(v),
+        Buffer::Bytes(v) => Data::Bytes(v),
+        Buffer::None => Data::Bytes(&[]),
+    };
+    TensorRef { dtype, dims, data }
 }
 
 fn buffer_mut<'a>(b: &'a mut Buffer, dtype: DType, dims: &'a [usize]) -> TensorMut<'a> {

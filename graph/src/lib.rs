@@ -18,6 +18,7 @@ pub use graph::{Graph, GraphBuilder, Node, NodeId};
 pub use op::{Op, RopeStyle, Tolerance};
 pub use shape::{Bindings, Dim, Shape, Sym, TensorFact};
 pub mod backend;
+pub mod check;
 pub mod exec;
 
 pub use backend::{Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};

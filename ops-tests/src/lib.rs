@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use backend_scalar::ScalarBackend;
 use graph::{Backend, Executor};
+pub use proptest;
 use gguf::GgufFile;
 
 /// `<workspace>/../shared/<rel>`: the read-only shared data (never copied into the repo).
@@ -72,4 +73,89 @@ pub fn greedy(ex: &mut Executor<'_>, last: &[f32], pos0: usize, n: usize) -> (Ve
         }
     }
     (toks, steps)
+}
+
+pub mod cases;
+
+/// Runs one generated case of `op` (from `seed`) on `candidate` and on the scalar reference,
+/// and compares: output under the op's tolerance (integer outputs exactly), KV cache
+/// exactly. Returns `Ok(false)` when the candidate does not support the case.
+pub fn check_case(op: &str, seed: u64, candidate: &dyn Backend) -> Result<bool, String> {
+    let mut rng = cases::Rng(seed | 1);
+    let case = cases::case(op, &mut rng);
+    let Some(got) = case.run(candidate) else { return Ok(false) };
+    let got = got.map_err(|e| format!("{}: {} failed: {e}", case.id, candidate.name()))?;
+    let want = case.run(&ScalarBackend::new()).expect("scalar supports every case").map_err(|e| format!("{}: scalar: {e}", case.id))?;
+    graph::check::check_outputs(&case.op, got.out.view(), want.out.view())
+        .map_err(|e| format!("{} on {}: {e}", case.id, candidate.name()))?;
+    if got.kv != want.kv {
+        return Err(format!("{} on {}: KV cache contents differ", case.id, candidate.name()));
+    }
+    Ok(true)
+}
+
+/// Runs the proptest suite of one op on a backend (used by [`backend_suite!`]).
+pub fn run_op_suite(op: &str, candidate: &dyn Backend, source_file: &'static str) {
+    use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+    let config = Config {
+        cases: 48,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        source_file: Some(source_file),
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let supported = std::cell::Cell::new(0usize);
+    let result = runner.run(&proptest::prelude::any::<u64>(), |seed| {
+        match check_case(op, seed, candidate) {
+            Ok(true) => supported.set(supported.get() + 1),
+            Ok(false) => {}
+            Err(e) => return Err(TestCaseError::fail(e)),
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{op} on {}: {e}", candidate.name());
+    }
+    if supported.get() == 0 {
+        println!("{op}: not supported by {} (runs on scalar); reported, not failed", candidate.name());
+    }
+}
+
+/// Generates one `#[test]` per op comparing a backend with the scalar reference:
+/// `backend_suite!(avx2, backend_avx2::Avx2Backend::new());` where the constructor returns
+/// `Option<B>` (`None` = not available on this host: the tests say so and pass).
+#[macro_export]
+macro_rules! backend_suite {
+    ($modname:ident, $ctor:expr) => {
+        mod $modname {
+            $crate::backend_suite!(@ops $ctor;
+                embedding "Embedding", rms_norm "RmsNorm", quantize_i8 "QuantizeI8", matmul_i2s "MatMulI2S",
+                matmul_f16 "MatMulF16", matmul_q8_0 "MatMulQ8_0", reshape "Reshape", rope "Rope",
+                attention "Attention", add "Add", mul "Mul", relu "Relu", sqr "Sqr", silu "Silu",
+                select_outputs "SelectOutputs");
+
+            #[test]
+            fn suite_covers_every_op() {
+                let covered: Vec<&str> = vec!["Embedding", "RmsNorm", "QuantizeI8", "MatMulI2S", "MatMulF16", "MatMulQ8_0",
+                    "Reshape", "Rope", "Attention", "Add", "Mul", "Relu", "Sqr", "Silu", "SelectOutputs"];
+                for op in graph::Op::all_names() {
+                    assert!(
+                        covered.contains(op) || $crate::cases::SOURCE_OPS.contains(op),
+                        "op {op} has no case in backend_suite!"
+                    );
+                }
+            }
+        }
+    };
+    (@ops $ctor:expr; $($f:ident $op:literal),* $(,)?) => {
+        $(
+            #[test]
+            fn $f() {
+                match $ctor {
+                    Some(b) => $crate::run_op_suite($op, &b, file!()),
+                    None => println!("{}: backend not available on this host; skipped", $op),
+                }
+            }
+        )*
+    };
 }

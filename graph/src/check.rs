@@ -1,0 +1,378 @@
+//! The op-by-op cross-check: runs a graph on a reference backend and a candidate backend and
+//! compares every node against the op's declared [`Tolerance`].
+//!
+//! - **Isolated** (default): the candidate evaluates each node on the reference's inputs (and
+//!   a copy of the reference's KV cache), so a mismatch points at one kernel.
+//! - **Cumulative**: the candidate runs the whole graph on its own outputs (falling back to
+//!   the reference where unsupported) and each node is compared with the reference's run, to
+//!   measure drift.
+//!
+//! NaN or ±inf where the reference is finite is a failure before any tolerance applies.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::backend::{Backend, Data, TensorRef};
+use crate::error::Result;
+use crate::exec::{Executor, WeightSource};
+use crate::graph::{Graph, Node, NodeId};
+use crate::op::{Op, Tolerance};
+use crate::shape::TensorFact;
+
+/// One forward pass of a check: tokens at `pos0..`, with `n_outputs` logit rows.
+#[derive(Clone, Debug)]
+pub struct Pass {
+    /// Token ids.
+    pub tokens: Vec<u32>,
+    /// Position of the first token.
+    pub pos0: usize,
+    /// Rows whose logits are produced.
+    pub n_outputs: usize,
+}
+
+/// How the candidate is fed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Candidate gets the reference's inputs for every node.
+    Isolated,
+    /// Candidate runs on its own outputs; errors propagate.
+    Cumulative,
+}
+
+/// The verdict on one node.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "status", content = "detail", rename_all = "lowercase")]
+pub enum Status {
+    /// Within tolerance in every pass.
+    Passed,
+    /// Outside tolerance (or non-finite) in some pass; the reason.
+    Failed(String),
+    /// Not compared; the reason (e.g. the candidate does not implement the op).
+    Skipped(String),
+}
+
+/// Per-node result, worst over all passes.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeCheck {
+    /// Node id.
+    pub id: NodeId,
+    /// Node name.
+    pub name: String,
+    /// Op with parameters.
+    pub op: String,
+    /// The candidate's kernel for the node.
+    pub kernel: String,
+    /// Verdict.
+    #[serde(flatten)]
+    pub status: Status,
+    /// Largest |candidate − reference|.
+    pub max_abs: f64,
+    /// Largest |candidate − reference| / |reference| over elements with reference ≠ 0.
+    pub max_rel: f64,
+    /// Σ(candidate − reference)² / Σ reference².
+    pub nmse: f64,
+    /// The op's tolerance.
+    pub tolerance: Tolerance,
+}
+
+/// A whole check.
+#[derive(Clone, Debug, Serialize)]
+pub struct CheckReport {
+    /// Reference backend name.
+    pub reference: String,
+    /// Candidate backend name.
+    pub candidate: String,
+    /// Mode.
+    pub mode: Mode,
+    /// Number of passes run.
+    pub passes: usize,
+    /// One entry per computed node, in execution order.
+    pub nodes: Vec<NodeCheck>,
+}
+
+impl CheckReport {
+    /// Nodes that passed.
+    pub fn passed(&self) -> usize {
+        self.nodes.iter().filter(|n| n.status == Status::Passed).count()
+    }
+    /// Nodes that failed.
+    pub fn failed(&self) -> usize {
+        self.nodes.iter().filter(|n| matches!(n.status, Status::Failed(_))).count()
+    }
+    /// Nodes not compared.
+    pub fn skipped(&self) -> usize {
+        self.nodes.iter().filter(|n| matches!(n.status, Status::Skipped(_))).count()
+    }
+    /// The first failing node, in execution order.
+    pub fn first_failure(&self) -> Option<&NodeCheck> {
+        self.nodes.iter().find(|n| matches!(n.status, Status::Failed(_)))
+    }
+    /// `check: N passed, F failed, S skipped`.
+    pub fn summary(&self) -> String {
+        format!("check: {} passed, {} failed, {} skipped", self.passed(), self.failed(), self.skipped())
+    }
+
+    /// A fixed-width table, one row per node, ending with the summary line.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "cross-check: candidate {} vs reference {}, {} mode, {} passes\n",
+            self.candidate,
+            self.reference,
+            match self.mode {
+                Mode::Isolated => "isolated",
+                Mode::Cumulative => "cumulative",
+            },
+            self.passes
+        );
+        s.push_str(&format!(
+            "{:<4} {:<22} {:<34} {:<28} {:<8} {:>10} {:>10} {:>10}  {}\n",
+            "id", "name", "op", "kernel", "result", "max_abs", "max_rel", "nmse", "tolerance"
+        ));
+        for n in &self.nodes {
+            let (res, detail) = match &n.status {
+                Status::Passed => ("ok", String::new()),
+                Status::Failed(r) => ("FAIL", format!("  {r}")),
+                Status::Skipped(r) => ("skip", format!("  {r}")),
+            };
+            let tol = match n.tolerance {
+                Tolerance::Exact => "exact".to_string(),
+                Tolerance::Close { abs, rel } => format!("abs {abs:e} + rel {rel:e}"),
+            };
+            s.push_str(&format!(
+                "{:<4} {:<22} {:<34} {:<28} {:<8} {:>10.3e} {:>10.3e} {:>10.3e}  {tol}{detail}\n",
+                n.id, n.name, n.op, n.kernel, res, n.max_abs, n.max_rel, n.nmse
+            ));
+        }
+        s.push_str(&self.summary());
+        s.push('\n');
+        s
+    }
+
+    /// Per-node fill colours for [`crate::dump::dot`]: green passed, red failed, grey skipped.
+    pub fn colors(&self, n_nodes: usize) -> Vec<Option<&'static str>> {
+        let mut c = vec![None; n_nodes];
+        for n in &self.nodes {
+            c[n.id] = Some(match n.status {
+                Status::Passed => "palegreen",
+                Status::Failed(_) => "tomato",
+                Status::Skipped(_) => "gray80",
+            });
+        }
+        c
+    }
+}
+
+/// Metrics of one comparison.
+#[derive(Clone, Copy, Debug, Default)]
+struct Metrics {
+    max_abs: f64,
+    max_rel: f64,
+    nmse: f64,
+}
+
+/// Compares a candidate output with the reference output under `op`'s tolerance:
+/// `Err(reason)` names the first offending element. Used by ops-tests too.
+pub fn check_outputs(op: &Op, cand: TensorRef<'_>, reference: TensorRef<'_>) -> std::result::Result<(), String> {
+    compare(op, cand, reference).1
+}
+
+/// Compares a candidate output with the reference output under `op`'s tolerance.
+/// Returns the metrics and `Err(reason)` on failure.
+fn compare(op: &Op, cand: TensorRef<'_>, reference: TensorRef<'_>) -> (Metrics, std::result::Result<(), String>) {
+    let mut m = Metrics::default();
+    match (cand.data, reference.data) {
+        (Data::F32(a), Data::F32(b)) => {
+            if a.len() != b.len() {
+                return (m, Err(format!("{} values, reference has {}", a.len(), b.len())));
+            }
+            let (mut num, mut den) = (0.0f64, 0.0f64);
+            let mut first_bad: Option<String> = None;
+            let tol = op.tolerance();
+            for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
+                if !x.is_finite() && y.is_finite() {
+                    return (m, Err(format!("element {i} is {x} where the reference has {y}")));
+                }
+                if !x.is_finite() || !y.is_finite() {
+                    if x.to_bits() != y.to_bits() {
+                        return (m, Err(format!("element {i} is {x}, reference {y}")));
+                    }
+                    continue;
+                }
+                let d = (f64::from(x) - f64::from(y)).abs();
+                m.max_abs = m.max_abs.max(d);
+                if y != 0.0 {
+                    m.max_rel = m.max_rel.max(d / f64::from(y).abs());
+                }
+                num += d * d;
+                den += f64::from(y) * f64::from(y);
+                let ok = match tol {
+                    Tolerance::Exact => x.to_bits() == y.to_bits(),
+                    Tolerance::Close { abs, rel } => d <= f64::from(abs) + f64::from(rel) * f64::from(y).abs(),
+                };
+                if !ok && first_bad.is_none() {
+                    first_bad = Some(format!("element {i}: {x:e} vs reference {y:e}"));
+                }
+            }
+            m.nmse = if den > 0.0 { num / den } else { num };
+            (m, first_bad.map_or(Ok(()), Err))
+        }
+        (Data::Bytes(a), Data::Bytes(b)) => {
+            if a == b {
+                (m, Ok(()))
+            } else {
+                let i = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+                m.max_abs = f64::NAN;
+                (m, Err(format!("byte {i} differs (integer output must be exact)")))
+            }
+        }
+        (Data::I32(a), Data::I32(b)) => {
+            if a == b {
+                (m, Ok(()))
+            } else {
+                (m, Err("integer output differs".into()))
+            }
+        }
+        _ => (m, Err("output kinds differ".into())),
+    }
+}
+
+struct Acc {
+    checked: bool,
+    metrics: Metrics,
+    failure: Option<String>,
+}
+
+/// Accumulates node comparisons over passes (used by [`cross_check`] and by generation
+/// with the check enabled on every step).
+pub struct Checker {
+    acc: Vec<Acc>,
+    passes: usize,
+    mode: Mode,
+}
+
+impl Checker {
+    /// A checker for a graph of `n_nodes` nodes.
+    pub fn new(n_nodes: usize, mode: Mode) -> Checker {
+        Checker { acc: (0..n_nodes).map(|_| Acc { checked: false, metrics: Metrics::default(), failure: None }).collect(), passes: 0, mode }
+    }
+
+    /// Starts the next pass (for messages).
+    pub fn next_pass(&mut self) {
+        self.passes += 1;
+    }
+
+    /// Compares one node's candidate output with the reference output.
+    pub fn record(&mut self, id: NodeId, node: &Node, cand: TensorRef<'_>, reference: TensorRef<'_>) {
+        let pass = self.passes.saturating_sub(1);
+        record(&mut self.acc[id], pass, node, cand, reference);
+    }
+
+    /// Whether any node has failed so far.
+    pub fn any_failed(&self) -> bool {
+        self.acc.iter().any(|a| a.failure.is_some())
+    }
+
+    /// The report.
+    pub fn report(self, graph: &Graph, reference: &dyn Backend, candidate: &dyn Backend) -> CheckReport {
+        new_report(graph, reference, candidate, self.mode, self.passes, self.acc)
+    }
+}
+
+fn new_report(graph: &Graph, reference: &dyn Backend, candidate: &dyn Backend, mode: Mode, passes: usize, acc: Vec<Acc>) -> CheckReport {
+    let nodes = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.op.is_source())
+        .map(|(i, n)| {
+            let facts: Vec<&TensorFact> = n.inputs.iter().map(|&j| &graph.node(j).fact).collect();
+            let supported = candidate.supports(&n.op, &facts);
+            let a = &acc[i];
+            let status = match (&a.failure, a.checked, supported) {
+                (Some(f), _, _) => Status::Failed(f.clone()),
+                (None, true, true) => Status::Passed,
+                (None, _, false) => Status::Skipped(format!("{} does not implement {}; runs on {}", candidate.name(), n.op.name(), reference.name())),
+                (None, false, true) => Status::Skipped("not reached".into()),
+            };
+            NodeCheck {
+                id: i,
+                name: n.name.clone(),
+                op: n.op.info(),
+                kernel: if supported { candidate.kernel_name(&n.op, &facts) } else { format!("({})", reference.name()) },
+                status,
+                max_abs: a.metrics.max_abs,
+                max_rel: a.metrics.max_rel,
+                nmse: a.metrics.nmse,
+                tolerance: n.op.tolerance(),
+            }
+        })
+        .collect();
+    CheckReport { reference: reference.name().into(), candidate: candidate.name().into(), mode, passes, nodes }
+}
+
+fn record(acc: &mut Acc, pass: usize, node: &Node, cand: TensorRef<'_>, reference: TensorRef<'_>) {
+    let (m, r) = compare(&node.op, cand, reference);
+    acc.checked = true;
+    acc.metrics.max_abs = acc.metrics.max_abs.max(m.max_abs);
+    acc.metrics.max_rel = acc.metrics.max_rel.max(m.max_rel);
+    acc.metrics.nmse = acc.metrics.nmse.max(m.nmse);
+    if let (Err(e), None) = (r, &acc.failure) {
+        acc.failure = Some(format!("pass {pass}: {e}"));
+    }
+}
+
+/// Runs `passes` on both backends and compares every node.
+pub fn cross_check(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    reference: Arc<dyn Backend>,
+    candidate: Arc<dyn Backend>,
+    passes: &[Pass],
+    mode: Mode,
+    n_ctx: usize,
+) -> Result<CheckReport> {
+    let n = graph.nodes().len();
+    let mut checker = Checker::new(n, mode);
+    match mode {
+        Mode::Isolated => {
+            let mut ex = Executor::new(graph.clone(), weights, None, reference.clone(), n_ctx)?;
+            for p in passes {
+                checker.next_pass();
+                let mut cb = |id: NodeId, node: &Node, ours: TensorRef<'_>, other: TensorRef<'_>| {
+                    checker.record(id, node, other, ours);
+                };
+                ex.forward_checked(&p.tokens, p.pos0, p.n_outputs, candidate.as_ref(), &mut cb)?;
+            }
+        }
+        Mode::Cumulative => {
+            let mut rex = Executor::new(graph.clone(), weights, None, reference.clone(), n_ctx)?;
+            let mut cex = Executor::new(graph.clone(), weights, Some(candidate.clone()), reference.clone(), n_ctx)?;
+            for p in passes {
+                checker.next_pass();
+                let mut saved: Vec<Option<(Vec<f32>, Vec<u8>)>> = vec![None; n];
+                let mut keep = |id: NodeId, node: &Node, out: TensorRef<'_>| {
+                    if node.op.is_source() {
+                        return;
+                    }
+                    saved[id] = Some(match out.data {
+                        Data::F32(v) => (v.to_vec(), Vec::new()),
+                        Data::Bytes(b) => (Vec::new(), b.to_vec()),
+                        Data::I32(_) => return,
+                    });
+                };
+                rex.forward_observed(&p.tokens, p.pos0, p.n_outputs, Some(&mut keep))?;
+                let mut cmp = |id: NodeId, node: &Node, out: TensorRef<'_>| {
+                    if let Some((f, b)) = &saved[id] {
+                        let data = if out.dtype == crate::DType::Q8Tok { Data::Bytes(b) } else { Data::F32(f) };
+                        let r = TensorRef { dtype: out.dtype, dims: out.dims, data };
+                        checker.record(id, node, out, r);
+                    }
+                };
+                cex.forward_observed(&p.tokens, p.pos0, p.n_outputs, Some(&mut cmp))?;
+            }
+        }
+    }
+    Ok(checker.report(graph, reference.as_ref(), candidate.as_ref()))
+}

@@ -1,0 +1,409 @@
+//! One generator of test cases per op: random shapes (awkward sizes included) and values,
+//! evaluated on any backend through `Backend::eval` with exactly the executor's conventions.
+
+use graph::backend::{q8tok_row_bytes, Data, DataMut, KvLayer, TensorMut, TensorRef};
+use graph::quant::pack_i2s;
+use graph::{Backend, DType, Op, RopeStyle};
+use half::f16;
+
+/// A deterministic xorshift generator (test inputs must be reproducible from a seed).
+#[derive(Clone, Debug)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// Next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in `[0, n)`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Uniform f32 in `[lo, hi)`.
+    pub fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    /// One of `xs`.
+    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
+        xs[self.below(xs.len())]
+    }
+    /// Activation-like values, sometimes extreme (huge, tiny, zero, exact .5 multiples).
+    pub fn activations(&mut self, n: usize) -> Vec<f32> {
+        let style = self.below(6);
+        (0..n)
+            .map(|i| match style {
+                0 => self.f32(-1.0, 1.0),
+                1 => self.f32(-1.0, 1.0) * 1e4,
+                2 => self.f32(-1.0, 1.0) * 1e-6,
+                3 => (self.below(9) as f32 - 4.0) * 0.5,
+                4 => {
+                    if i % 7 == 0 {
+                        0.0
+                    } else {
+                        self.f32(-3.0, 3.0)
+                    }
+                }
+                _ => [0.0, 0.0, 0.0][i % 3],
+            })
+            .collect()
+    }
+}
+
+/// An owned tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    /// dtype.
+    pub dtype: DType,
+    /// dims, outermost first.
+    pub dims: Vec<usize>,
+    /// f32 data (F32), or empty.
+    pub f: Vec<f32>,
+    /// i32 data (I32), or empty.
+    pub i: Vec<i32>,
+    /// bytes (everything else), or empty.
+    pub b: Vec<u8>,
+}
+
+impl Tensor {
+    /// An f32 tensor.
+    pub fn f32(dims: &[usize], f: Vec<f32>) -> Tensor {
+        Tensor { dtype: DType::F32, dims: dims.to_vec(), f, i: vec![], b: vec![] }
+    }
+    /// An i32 tensor.
+    pub fn i32(dims: &[usize], i: Vec<i32>) -> Tensor {
+        Tensor { dtype: DType::I32, dims: dims.to_vec(), f: vec![], i, b: vec![] }
+    }
+    /// A byte tensor of `dtype`.
+    pub fn bytes(dtype: DType, dims: &[usize], b: Vec<u8>) -> Tensor {
+        Tensor { dtype, dims: dims.to_vec(), f: vec![], i: vec![], b }
+    }
+    /// Borrowed view.
+    pub fn view(&self) -> TensorRef<'_> {
+        let data = match self.dtype {
+            DType::F32 => Data::F32(&self.f),
+            DType::I32 => Data::I32(&self.i),
+            _ => Data::Bytes(&self.b),
+        };
+        TensorRef { dtype: self.dtype, dims: &self.dims, data }
+    }
+}
+
+/// One evaluation of one op.
+#[derive(Clone, Debug)]
+pub struct OpCase {
+    /// Case id, e.g. `MatMulI2S(m=12,k=2560,t=3,extreme)`.
+    pub id: String,
+    /// The op.
+    pub op: Op,
+    /// Inputs in the op's order.
+    pub inputs: Vec<Tensor>,
+    /// Output dtype and dims.
+    pub out: (DType, Vec<usize>),
+    /// KV cache (k, v, stride) for attention.
+    pub kv: Option<(Vec<f16>, Vec<f16>, usize)>,
+}
+
+/// What a backend produced for a case: the output and, for attention, the KV cache after.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseResult {
+    /// Output tensor.
+    pub out: Tensor,
+    /// KV cache after the op.
+    pub kv: Option<(Vec<f16>, Vec<f16>)>,
+}
+
+impl OpCase {
+    /// Runs the case on `backend`, with guard sentinels around the output to catch stray
+    /// writes. `None` if the backend does not support it.
+    pub fn run(&self, backend: &dyn Backend) -> Option<Result<CaseResult, String>> {
+        let facts: Vec<graph::TensorFact> = self
+            .inputs
+            .iter()
+            .map(|t| graph::TensorFact::new(t.dtype, graph::Shape::fixed(&t.dims)))
+            .collect();
+        let frefs: Vec<&graph::TensorFact> = facts.iter().collect();
+        if !backend.supports(&self.op, &frefs) {
+            return None;
+        }
+        let inputs: Vec<TensorRef<'_>> = self.inputs.iter().map(Tensor::view).collect();
+        let (dtype, dims) = &self.out;
+        let n: usize = match dtype {
+            DType::Q8Tok => dims[..dims.len() - 1].iter().product::<usize>() * q8tok_row_bytes(*dims.last().unwrap()),
+            _ => dims.iter().product(),
+        };
+        const GUARD: usize = 17;
+        let mut kv = self.kv.clone();
+        let res = if *dtype == DType::F32 {
+            let mut buf = vec![f32::from_bits(0x7fc0_dead); n + 2 * GUARD];
+            let r = {
+                let mut out = TensorMut { dtype: *dtype, dims, data: DataMut::F32(&mut buf[GUARD..GUARD + n]) };
+                eval(backend, &self.op, &inputs, &mut out, kv.as_mut())
+            };
+            let guards_ok = buf[..GUARD].iter().chain(&buf[GUARD + n..]).all(|x| x.to_bits() == 0x7fc0_dead);
+            r.and_then(|_| if guards_ok { Ok(()) } else { Err("wrote outside the output".to_string()) })
+                .map(|_| Tensor::f32(dims, buf[GUARD..GUARD + n].to_vec()))
+        } else {
+            let mut buf = vec![0xA5u8; n + 2 * GUARD];
+            let r = {
+                let mut out = TensorMut { dtype: *dtype, dims, data: DataMut::Bytes(&mut buf[GUARD..GUARD + n]) };
+                eval(backend, &self.op, &inputs, &mut out, kv.as_mut())
+            };
+            let guards_ok = buf[..GUARD].iter().chain(&buf[GUARD + n..]).all(|&x| x == 0xA5);
+            r.and_then(|_| if guards_ok { Ok(()) } else { Err("wrote outside the output".to_string()) })
+                .map(|_| Tensor::bytes(*dtype, dims, buf[GUARD..GUARD + n].to_vec()))
+        };
+        Some(res.map(|out| CaseResult { out, kv: kv.map(|(k, v, _)| (k, v)) }))
+    }
+}
+
+fn eval(
+    backend: &dyn Backend,
+    op: &Op,
+    inputs: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+    kv: Option<&mut (Vec<f16>, Vec<f16>, usize)>,
+) -> Result<(), String> {
+    let r = match kv {
+        Some((k, v, stride)) => backend.eval(op, inputs, out, Some(&mut KvLayer { k, v, n_ctx: *stride })),
+        None => backend.eval(op, inputs, out, None),
+    };
+    r.map_err(|e| e.to_string())
+}
+
+/// Sizes that find tail bugs.
+pub const AWKWARD: &[usize] = &[1, 7, 8, 31, 32, 33, 63, 64, 65, 255, 256, 257];
+/// I2_S widths (multiples of 128: one group, a few, the 2B-4T widths 2560 and 6912).
+pub const I2S_K: &[usize] = &[128, 256, 384, 2560, 6912];
+/// Output rows of matmuls.
+pub const ROWS: &[usize] = &[1, 4, 7, 12, 33];
+/// Tokens per step.
+pub const TOKENS: &[usize] = &[1, 2, 3, 5, 8, 17];
+
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()
+}
+
+fn q8tok(rng: &mut Rng, t: usize, k: usize, extreme: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t * q8tok_row_bytes(k));
+    for _ in 0..t {
+        let q: Vec<i8> = (0..k)
+            .map(|_| if extreme { rng.pick(&[127i8, 127, -128, 126]) } else { (rng.below(256) as i32 - 128) as i8 })
+            .collect();
+        let sum: i32 = q.iter().map(|&x| i32::from(x)).sum();
+        out.extend(q.iter().map(|&x| x as u8));
+        out.extend(rng.f32(0.5, 300.0).to_le_bytes());
+        out.extend(sum.to_le_bytes());
+    }
+    out
+}
+
+fn q8_0_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..m * k / 32 {
+        out.extend(f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
+        out.extend((0..32).map(|_| (rng.below(255) as i32 - 127) as i8 as u8));
+    }
+    out
+}
+
+/// Generates one case of op `name` from `rng`.
+pub fn case(name: &str, rng: &mut Rng) -> OpCase {
+    match name {
+        "Embedding" => {
+            let dtype = rng.pick(&[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0]);
+            let d = if matches!(dtype, DType::Q8_0 | DType::Q4_0) { 32 * (1 + rng.below(8)) } else { rng.pick(AWKWARD) };
+            let v = 1 + rng.below(50);
+            let t = rng.pick(TOKENS);
+            let row = dtype.nbytes(d, 1).unwrap();
+            let mut table: Vec<u8> = (0..v * row).map(|_| rng.next() as u8).collect();
+            if dtype == DType::F32 {
+                table = (0..v * d).flat_map(|_| rng.f32(-2.0, 2.0).to_le_bytes()).collect();
+            }
+            if dtype == DType::BF16 {
+                table = (0..v * d).flat_map(|_| half::bf16::from_f32(rng.f32(-2.0, 2.0)).to_le_bytes()).collect();
+            }
+            if matches!(dtype, DType::F16 | DType::Q8_0 | DType::Q4_0) {
+                // keep scales finite: rewrite f16 values / block scales with random finite ones
+                let (step, off) = match dtype {
+                    DType::F16 => (2, 0),
+                    DType::Q8_0 => (34, 0),
+                    _ => (18, 0),
+                };
+                for o in (off..table.len()).step_by(step) {
+                    table[o..o + 2].copy_from_slice(&f16::from_f32(rng.f32(-1.0, 1.0)).to_le_bytes());
+                }
+            }
+            let ids: Vec<i32> = (0..t).map(|_| rng.below(v) as i32).collect();
+            let table = if dtype == DType::F32 {
+                Tensor::f32(&[v, d], table.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+            } else {
+                Tensor::bytes(dtype, &[v, d], table)
+            };
+            OpCase { id: format!("Embedding(table={dtype},v={v},d={d},t={t})"), op: Op::Embedding, inputs: vec![table, Tensor::i32(&[t], ids)], out: (DType::F32, vec![t, d]), kv: None }
+        }
+        "RmsNorm" => {
+            let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
+            let x = rng.activations(t * d);
+            let w: Vec<f32> = (0..d).map(|_| rng.f32(0.5, 1.5)).collect();
+            let eps = rng.pick(&[1e-5f32, 1e-6]);
+            OpCase {
+                id: format!("RmsNorm(shape=[{t},{d}],eps={eps:e})"),
+                op: Op::RmsNorm { eps },
+                inputs: vec![Tensor::f32(&[t, d], x), Tensor::f32(&[d], w)],
+                out: (DType::F32, vec![t, d]),
+                kv: None,
+            }
+        }
+        "QuantizeI8" => {
+            let (t, k) = (rng.pick(TOKENS), rng.pick(&[1, 7, 31, 32, 33, 128, 257, 2560]));
+            let x = rng.activations(t * k);
+            OpCase { id: format!("QuantizeI8(shape=[{t},{k}])"), op: Op::QuantizeI8, inputs: vec![Tensor::f32(&[t, k], x)], out: (DType::Q8Tok, vec![t, k]), kv: None }
+        }
+        "MatMulI2S" => {
+            let (m, k, t) = (rng.pick(ROWS) , rng.pick(I2S_K), rng.pick(TOKENS));
+            let m = if k >= 2560 { m.min(12) } else { m };
+            let extreme = rng.below(3) == 0;
+            let codes: Vec<u8> = (0..m * k).map(|_| if extreme { 2 } else { rng.below(3) as u8 }).collect();
+            let w = pack_i2s(&codes, rng.f32(0.01, 2.0), &[0x5A; 28]);
+            let xq = q8tok(rng, t, k, extreme);
+            OpCase {
+                id: format!("MatMulI2S(m={m},k={k},t={t}{})", if extreme { ",extreme" } else { "" }),
+                op: Op::MatMulI2S,
+                inputs: vec![Tensor::bytes(DType::I2S, &[m, k], w), Tensor::bytes(DType::Q8Tok, &[t, k], xq)],
+                out: (DType::F32, vec![t, m]),
+                kv: None,
+            }
+        }
+        "MatMulF16" => {
+            let (m, k, t) = (rng.pick(ROWS), rng.pick(&[32, 64, 96, 256, 2560]), rng.pick(TOKENS));
+            let w: Vec<f32> = (0..m * k).map(|_| rng.f32(-0.1, 0.1)).collect();
+            let x = rng.activations(t * k);
+            OpCase {
+                id: format!("MatMulF16(m={m},k={k},t={t})"),
+                op: Op::MatMulF16,
+                inputs: vec![Tensor::bytes(DType::F16, &[m, k], f16_bytes(&w)), Tensor::f32(&[t, k], x)],
+                out: (DType::F32, vec![t, m]),
+                kv: None,
+            }
+        }
+        "MatMulQ8_0" => {
+            let (m, k, t) = (rng.pick(ROWS), 32 * rng.pick(&[1, 3, 8, 12, 80]), rng.pick(TOKENS));
+            let x = rng.activations(t * k);
+            OpCase {
+                id: format!("MatMulQ8_0(m={m},k={k},t={t})"),
+                op: Op::MatMulQ8_0,
+                inputs: vec![Tensor::bytes(DType::Q8_0, &[m, k], q8_0_rows(rng, m, k)), Tensor::f32(&[t, k], x)],
+                out: (DType::F32, vec![t, m]),
+                kv: None,
+            }
+        }
+        "Reshape" => {
+            let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 4, 5]), rng.pick(&[1, 7, 64]));
+            let x = rng.activations(t * h * hd);
+            let to = graph::Shape::fixed(&[t, h, hd]);
+            OpCase { id: format!("Reshape([{t},{}]->[{t},{h},{hd}])", h * hd), op: Op::Reshape { to }, inputs: vec![Tensor::f32(&[t, h * hd], x)], out: (DType::F32, vec![t, h, hd]), kv: None }
+        }
+        "Rope" => {
+            let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 5]), rng.pick(&[2, 8, 64, 100, 128]));
+            let n_rot = if rng.below(4) == 0 && hd > 2 { hd / 2 / 2 * 2 } else { hd };
+            let style = rng.pick(&[RopeStyle::Neox, RopeStyle::Norm]);
+            let base = rng.pick(&[10000.0f32, 500000.0]);
+            let pos0 = rng.below(3000) as i32;
+            let x = rng.activations(t * h * hd);
+            OpCase {
+                id: format!("Rope({style:?},t={t},h={h},hd={hd},n_rot={n_rot},base={base},pos0={pos0})"),
+                op: Op::Rope { n_rot, freq_base: base, style },
+                inputs: vec![Tensor::f32(&[t, h, hd], x), Tensor::i32(&[t], (0..t as i32).map(|i| pos0 + i).collect())],
+                out: (DType::F32, vec![t, h, hd]),
+                kv: None,
+            }
+        }
+        "Attention" => {
+            let (hkv, group, hd) = (rng.pick(&[1, 2, 5]), rng.pick(&[1, 2, 4]), rng.pick(&[32, 64, 100, 128]));
+            let h = hkv * group;
+            let t = rng.pick(TOKENS);
+            let pos0 = rng.pick(&[0usize, 1, 5, 31, 32, 40, 100]);
+            let stride = (pos0 + t).div_ceil(32) * 32 + 32 * rng.below(2);
+            let mut k = vec![f16::ZERO; hkv * stride * hd];
+            let mut v = vec![f16::ZERO; hkv * stride * hd];
+            for g in 0..hkv {
+                for p in 0..pos0 {
+                    for d in 0..hd {
+                        k[(g * stride + p) * hd + d] = f16::from_f32(rng.f32(-1.0, 1.0));
+                        v[(g * hd + d) * stride + p] = f16::from_f32(rng.f32(-1.0, 1.0));
+                    }
+                }
+            }
+            let q = (0..t * h * hd).map(|_| rng.f32(-2.0, 2.0)).collect();
+            let kn = (0..t * hkv * hd).map(|_| rng.f32(-2.0, 2.0)).collect();
+            let vn = (0..t * hkv * hd).map(|_| rng.f32(-2.0, 2.0)).collect();
+            OpCase {
+                id: format!("Attention(heads={h}/{hkv},hd={hd},t={t},pos0={pos0},stride={stride})"),
+                op: Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() },
+                inputs: vec![
+                    Tensor::f32(&[t, h, hd], q),
+                    Tensor::f32(&[t, hkv, hd], kn),
+                    Tensor::f32(&[t, hkv, hd], vn),
+                    Tensor::i32(&[t], (0..t).map(|i| (pos0 + i) as i32).collect()),
+                ],
+                out: (DType::F32, vec![t, h * hd]),
+                kv: Some((k, v, stride)),
+            }
+        }
+        "Add" | "Mul" => {
+            let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
+            let (a, b) = (rng.activations(t * d), rng.activations(t * d));
+            let op = if name == "Add" { Op::Add } else { Op::Mul };
+            OpCase { id: format!("{name}(shape=[{t},{d}])"), op, inputs: vec![Tensor::f32(&[t, d], a), Tensor::f32(&[t, d], b)], out: (DType::F32, vec![t, d]), kv: None }
+        }
+        "Relu" | "Sqr" | "Silu" => {
+            let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
+            let mut x = rng.activations(t * d);
+            if name == "Silu" {
+                // SiLU saturates; keep inputs where exp neither under- nor overflows everywhere
+                for v in &mut x {
+                    *v = v.clamp(-80.0, 80.0);
+                }
+            }
+            let op = match name {
+                "Relu" => Op::Relu,
+                "Sqr" => Op::Sqr,
+                _ => Op::Silu,
+            };
+            OpCase { id: format!("{name}(shape=[{t},{d}])"), op, inputs: vec![Tensor::f32(&[t, d], x)], out: (DType::F32, vec![t, d]), kv: None }
+        }
+        "SelectOutputs" => {
+            let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
+            let o = 1 + rng.below(t);
+            let x = rng.activations(t * d);
+            OpCase { id: format!("SelectOutputs(t={t},o={o},d={d})"), op: Op::SelectOutputs, inputs: vec![Tensor::f32(&[t, d], x)], out: (DType::F32, vec![o, d]), kv: None }
+        }
+        other => panic!("no case generator for op {other}"),
+    }
+}
+
+/// Ops with no computation: graph inputs and weight constants. They are exercised by every
+/// executor-level test and have no kernel to compare.
+pub const SOURCE_OPS: &[&str] = &["InputTokens", "InputPositions", "Weight"];
+
+/// Every op with a case generator.
+pub const CASE_OPS: &[&str] = &[
+    "Embedding",
+    "RmsNorm",
+    "QuantizeI8",
+    "MatMulI2S",
+    "MatMulF16",
+    "MatMulQ8_0",
+    "Reshape",
+    "Rope",
+    "Attention",
+    "Add",
+    "Mul",
+    "Relu",
+    "Sqr",
+    "Silu",
+    "SelectOutputs",
+];

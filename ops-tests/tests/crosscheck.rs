@@ -1,0 +1,86 @@
+//! The op-by-op cross-check itself: it passes when the candidate is the reference, and a
+//! deliberately broken kernel is caught by both the check (naming the node) and the per-op
+//! suite (naming the op).
+
+use std::sync::Arc;
+
+use backend_scalar::ScalarBackend;
+use graph::backend::{KvLayer, TensorMut, TensorRef};
+use graph::check::{cross_check, Mode, Pass, Status};
+use graph::{Backend, Op, TensorFact};
+use ops_tests::*;
+
+/// Scalar, except that the I2_S matmul applies the weight scale twice.
+#[derive(Debug)]
+struct ScaleTwice;
+
+impl Backend for ScaleTwice {
+    fn name(&self) -> &'static str {
+        "scale-twice"
+    }
+    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
+        ScalarBackend.supports(op, inputs)
+    }
+    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
+        ScalarBackend.kernel_name(op, inputs)
+    }
+    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> graph::Result<()> {
+        ScalarBackend.eval(op, inputs, out, kv)?;
+        if let Op::MatMulI2S = op {
+            let (m, k) = (inputs[0].dims[0], inputs[0].dims[1]);
+            let scale = graph::quant::i2s_scale(inputs[0].bytes()?, m * k).unwrap();
+            for y in out.f32()? {
+                *y *= scale;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn passes() -> Vec<Pass> {
+    let p = vec![128000, 791, 6864, 315, 9822, 374];
+    vec![
+        Pass { tokens: p.clone(), pos0: 0, n_outputs: p.len() },
+        Pass { tokens: vec![103570], pos0: 6, n_outputs: 1 },
+    ]
+}
+
+#[test]
+fn reference_against_itself_passes_in_both_modes() {
+    let file = open_model("tiny-i2_s.gguf");
+    let g = gguf::lower(&file).unwrap().graph;
+    for mode in [Mode::Isolated, Mode::Cumulative] {
+        let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScalarBackend), &passes(), mode, 64).unwrap();
+        println!("{mode:?}: {}", r.summary());
+        assert_eq!(r.failed(), 0, "{}", r.table());
+        assert_eq!(r.skipped(), 0);
+        assert_eq!(r.passed(), g.nodes().iter().filter(|n| !n.op.is_source()).count());
+        assert!(r.table().ends_with(&format!("{}\n", r.summary())));
+    }
+}
+
+#[test]
+fn broken_kernel_is_caught_by_check_naming_the_node() {
+    let file = open_model("tiny-i2_s.gguf");
+    let g = gguf::lower(&file).unwrap().graph;
+    let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScaleTwice), &passes(), Mode::Isolated, 64).unwrap();
+    let first = r.first_failure().expect("the broken kernel must fail");
+    assert_eq!(first.name, "Qcur-0");
+    assert!(first.op.starts_with("MatMulI2S"));
+    // Isolated: only the broken op fails; everything downstream got the reference's inputs.
+    for n in &r.nodes {
+        let broken = n.op.starts_with("MatMulI2S");
+        assert_eq!(matches!(n.status, Status::Failed(_)), broken, "{}: {:?}", n.name, n.status);
+    }
+    println!("{}", r.summary());
+    let c = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScaleTwice), &passes(), Mode::Cumulative, 64).unwrap();
+    assert_eq!(c.first_failure().unwrap().name, "Qcur-0");
+    assert!(c.failed() > r.failed(), "cumulative mode lets the error propagate");
+}
+
+#[test]
+fn broken_kernel_is_caught_by_the_op_suite() {
+    let err = (1..20u64).find_map(|seed| check_case("MatMulI2S", seed, &ScaleTwice).err()).expect("suite must fail");
+    assert!(err.contains("MatMulI2S") && err.contains("scale-twice"), "{err}");
+    assert!(check_case("RmsNorm", 3, &ScaleTwice).unwrap());
+}
