@@ -90,6 +90,10 @@ pub struct ExecArgs {
     /// Write the logits of every prompt position to this .npy file ([n_prompt, n_vocab] f32).
     #[arg(long)]
     pub logits_out: Option<PathBuf>,
+    /// Check every node of every step against the scalar reference (isolated mode); exit 1
+    /// naming the first failing node.
+    #[arg(long)]
+    pub crosscheck: bool,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -110,8 +114,109 @@ fn parse_positive(s: &str) -> Result<f32, String> {
     }
 }
 
+/// Arguments of `check`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Prompt whose forward passes are checked.
+    #[arg(short = 'p', long, default_value = "The capital of France is")]
+    pub prompt: String,
+    /// The backend under test.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub candidate: BackendChoice,
+    /// The backend that defines the expected outputs.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Scalar)]
+    pub reference: BackendChoice,
+    /// isolated: each node gets the reference's inputs; cumulative: errors propagate.
+    #[arg(long, value_enum, default_value_t = Mode::Isolated)]
+    pub mode: Mode,
+    /// Same as `--mode cumulative`.
+    #[arg(long)]
+    pub cumulative: bool,
+    /// Single-token decode passes after the prompt pass.
+    #[arg(long, default_value_t = 2)]
+    pub steps: usize,
+    /// Output format (dot colours nodes by result).
+    #[arg(long, value_enum, default_value_t = DumpFormat::Table)]
+    pub format: DumpFormat,
+    /// Threads (default: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `--mode` of `check`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// Each node gets the reference's inputs.
+    Isolated,
+    /// The candidate runs on its own outputs.
+    Cumulative,
+}
+
+impl From<Mode> for graph::check::Mode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Isolated => graph::check::Mode::Isolated,
+            Mode::Cumulative => graph::check::Mode::Cumulative,
+        }
+    }
+}
+
+/// `synth --preset`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SynthPreset {
+    /// The shared tiny model's shape (256 hidden, 2 layers).
+    Tiny,
+    /// microsoft/bitnet-b1.58-2B-4T's shape (2560 hidden, 6912 FFN, 30 layers, 20/5 heads).
+    #[value(name = "2b4t")]
+    TwoB4T,
+}
+
+/// Arguments of `synth`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SynthArgs {
+    /// Shape preset.
+    #[arg(long, value_enum, default_value_t = SynthPreset::Tiny)]
+    pub preset: SynthPreset,
+    /// RNG seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// GGUF whose tokenizer metadata is copied (e.g. ../shared/models/tiny-i2_s.gguf).
+    #[arg(long)]
+    pub vocab_from: PathBuf,
+    /// Override: embedding width.
+    #[arg(long)]
+    pub embd: Option<usize>,
+    /// Override: feed-forward width.
+    #[arg(long)]
+    pub ff: Option<usize>,
+    /// Override: layers.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Override: attention heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Override: KV heads.
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Override: vocabulary size (must equal the tokenizer's).
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Override: training context length.
+    #[arg(long)]
+    pub ctx: Option<usize>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Write a synthetic bitnet-b1.58 GGUF with random ternary weights (for benchmarks).
+    Synth(SynthArgs),
+    /// Cross-check a backend against the reference, node by node, on the model's graph.
+    Check(CheckArgs),
     /// Generate text from a prompt.
     Exec(ExecArgs),
     /// Print the model's metadata and its graph, every node with its shape.
@@ -127,6 +232,9 @@ pub enum Cmd {
         /// Print every metadata key (arrays summarised).
         #[arg(long)]
         metadata: bool,
+        /// Show which backend and kernel each node runs on with this backend choice.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
     },
 }
 
@@ -142,6 +250,8 @@ pub fn run() -> Result<ExitCode> {
     };
     match cli.cmd {
         Cmd::Exec(a) => crate::exec::run(&a),
-        Cmd::Dump { model, format, tensors, metadata } => crate::dump::run(&model, format, tensors, metadata),
+        Cmd::Check(a) => crate::check::run(&a),
+        Cmd::Synth(a) => crate::synth::run(&a),
+        Cmd::Dump { model, format, tensors, metadata, backend } => crate::dump::run(&model, format, tensors, metadata, backend),
     }
 }

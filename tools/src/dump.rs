@@ -9,9 +9,10 @@ use anyhow::{Context, Result};
 use gguf::GgufFile;
 
 use crate::cli::DumpFormat;
+use crate::runtime::{self, BackendChoice};
 
 /// Runs `dump`.
-pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool) -> Result<ExitCode> {
+pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool, backend: BackendChoice) -> Result<ExitCode> {
     let file = GgufFile::open(path)?;
     if tensors {
         print!("{}", tensor_listing(&file, format)?);
@@ -19,13 +20,21 @@ pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool) -
     }
     let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
     let g = &model.graph;
+    // The plan: which backend and kernel each node will run on (a 1-position executor is
+    // enough to plan; nothing is computed).
+    let (preferred, _) = runtime::pick_backend(backend)?;
+    let ex = graph::Executor::new(g.clone(), &file, preferred, std::sync::Arc::new(backend_scalar::ScalarBackend::new()), 1)?;
+    let kernels = ex.kernel_names();
+    let plan = ex.plan_summary();
+    let ann = Some(&kernels);
     match format {
         DumpFormat::Table => {
             print!("{}", summary(&file, &model, path, all_metadata));
+            println!("plan: {plan}");
             println!();
-            print!("{}", graph::dump::table(g, None));
+            print!("{}", graph::dump::table(g, ann));
         }
-        DumpFormat::Dot => print!("{}", graph::dump::dot(g, None, None)),
+        DumpFormat::Dot => print!("{}", graph::dump::dot(g, ann, None)),
         DumpFormat::Json => {
             let doc = serde_json::json!({
                 "model": {
@@ -37,7 +46,8 @@ pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool) -
                     "n_kv": file.metadata().len(),
                 },
                 "hparams": model.hparams,
-                "nodes": graph::dump::json_nodes(g, None),
+                "plan": plan,
+                "nodes": graph::dump::json_nodes(g, ann),
                 "outputs": g.outputs().iter().map(|&o| g.node(o).name.as_str()).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);

@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use gguf::tokenizer::{Detokenizer, Tokenizer};
 use serde::Serialize;
 
+use backend_scalar::ScalarBackend;
+
 use crate::cli::ExecArgs;
 use crate::runtime;
 use crate::sampler::{Sampler, SamplerConfig};
@@ -52,10 +54,32 @@ pub fn prompt_tokens(tok: &Tokenizer, a: &ExecArgs, template: Option<&str>) -> R
     Ok(ids)
 }
 
+/// One forward pass, checked against the scalar reference node by node when `checker` is
+/// set (the plan's outputs propagate; scalar sees the same inputs).
+fn step<'e>(
+    ex: &'e mut graph::Executor<'_>,
+    checker: &mut Option<graph::check::Checker>,
+    tokens: &[u32],
+    pos: usize,
+    n_out: usize,
+) -> Result<&'e [f32]> {
+    Ok(match checker {
+        Some(c) => {
+            c.next_pass();
+            let mut cb = |id, node: &graph::Node, ours: graph::TensorRef<'_>, reference: graph::TensorRef<'_>| {
+                c.record(id, node, ours, reference)
+            };
+            ex.forward_checked(tokens, pos, n_out, &ScalarBackend::new(), &mut cb)?
+        }
+        None => ex.forward(tokens, pos, n_out)?,
+    })
+}
+
 /// Runs `exec`.
 pub fn run(a: &ExecArgs) -> Result<ExitCode> {
     let threads = runtime::set_threads(a.threads)?;
     let (preferred, backend_name) = runtime::pick_backend(a.backend)?;
+    let preferred_name = backend_name;
     if a.ubatch == 0 {
         bail!("--ubatch must be at least 1");
     }
@@ -80,6 +104,15 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
         eprintln!("backend: {backend_name} ({}), {threads} threads, ctx {n_ctx}, prompt {} tokens", ex.plan_summary(), prompt.len());
     }
 
+    let mut checker = if a.crosscheck {
+        if preferred_name == "scalar" {
+            bail!("--crosscheck compares the AVX2 backend with the scalar reference; it needs --backend avx2 (or auto on an AVX2 CPU)");
+        }
+        Some(graph::check::Checker::new(ex.graph().nodes().len(), graph::check::Mode::Isolated))
+    } else {
+        None
+    };
+
     // Prompt processing in micro-batches.
     let t_prompt = Instant::now();
     let want_all = a.logits_out.is_some();
@@ -90,7 +123,7 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
     for chunk in prompt.chunks(a.ubatch) {
         let last = pos + chunk.len() == prompt.len();
         let n_out = if want_all { chunk.len() } else { usize::from(last) };
-        let logits = ex.forward(chunk, pos, n_out)?;
+        let logits = step(&mut ex, &mut checker, chunk, pos, n_out)?;
         if want_all {
             all_logits.extend_from_slice(logits);
         }
@@ -132,7 +165,7 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
     let mut n_eval = 0usize;
     let mut stop_reason = "max_tokens";
     let mut logits = last_logits;
-    for step in 0..a.max_new_tokens {
+    for k in 0..a.max_new_tokens {
         let id = sampler.sample(&logits, &history);
         if tok.is_eog(id) && !a.ignore_eos {
             stop_reason = "eog";
@@ -146,14 +179,14 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
             out.write_all(piece.as_bytes())?;
             out.flush()?;
         }
-        if step + 1 == a.max_new_tokens {
+        if k + 1 == a.max_new_tokens {
             break;
         }
         if pos >= n_ctx {
             stop_reason = "context_full";
             break;
         }
-        logits = ex.forward(&[id], pos, 1)?.to_vec();
+        logits = step(&mut ex, &mut checker, &[id], pos, 1)?.to_vec();
         n_eval += 1;
         pos += 1;
     }
@@ -163,6 +196,15 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
     if !a.json {
         out.write_all(rest.as_bytes())?;
         writeln!(out)?;
+    }
+    if let Some(c) = checker {
+        let report = c.report(ex.graph(), &ScalarBackend::new(), runtime::backend_by_name(a.backend)?.as_ref());
+        eprintln!("crosscheck over {} steps: {}", report.passes, report.summary());
+        if let Some(f) = report.first_failure() {
+            eprint!("{}", report.table());
+            eprintln!("crosscheck failed: first failing node `{}` ({})", f.name, f.op);
+            return Ok(ExitCode::from(1));
+        }
     }
     let timings = Timings {
         load_ms: loaded.load_ms,

@@ -2,11 +2,13 @@
 #![forbid(unsafe_code)]
 
 mod chat;
+mod check;
 mod cli;
 mod dump;
 mod exec;
 mod runtime;
 mod sampler;
+mod synth;
 
 use std::process::ExitCode;
 

@@ -22,18 +22,32 @@ pub enum BackendChoice {
     Avx2,
 }
 
+/// The AVX2 backend if this CPU can run it (and `BITNET_DISABLE_AVX2` is not set).
+fn avx2() -> Option<Arc<dyn Backend>> {
+    backend_avx2::Avx2Backend::new().map(|b| Arc::new(b) as Arc<dyn Backend>)
+}
+
 /// Resolves `--backend` to the preferred backend (`None` = scalar only), with its name.
 pub fn pick_backend(choice: BackendChoice) -> Result<(Option<Arc<dyn Backend>>, &'static str)> {
     match choice {
         BackendChoice::Scalar => Ok((None, "scalar")),
-        BackendChoice::Auto => Ok((None, "scalar")),
-        BackendChoice::Avx2 => {
-            if !backend_avx2::is_available() {
-                bail!("--backend avx2: this CPU lacks AVX2/FMA/F16C");
-            }
-            bail!("--backend avx2: the AVX2 backend is not implemented yet (its issue follows the scalar backend); use --backend scalar or auto")
-        }
+        BackendChoice::Auto => Ok(match avx2() {
+            Some(b) => (Some(b), "avx2"),
+            None => (None, "scalar"),
+        }),
+        BackendChoice::Avx2 => match avx2() {
+            Some(b) => Ok((Some(b), "avx2")),
+            None => bail!("--backend avx2: unavailable (this CPU lacks AVX2/FMA/F16C, or BITNET_DISABLE_AVX2 is set); use --backend scalar or auto"),
+        },
     }
+}
+
+/// A backend by name, for `check --candidate/--reference`.
+pub fn backend_by_name(name: BackendChoice) -> Result<Arc<dyn Backend>> {
+    Ok(match pick_backend(name)? {
+        (Some(b), _) => b,
+        (None, _) => Arc::new(ScalarBackend::new()),
+    })
 }
 
 /// Sets the rayon pool size once (0 = rayon's default, one thread per core).

@@ -1,16 +1,182 @@
-//! bitnet-graph's AVX2 backend. Not written yet: its issue follows the scalar backend's.
-//! `is_available()` reports whether this CPU could run it.
+//! bitnet-graph's AVX2 backend: the scalar reference's numerics (`backend-scalar`), bit for
+//! bit, with AVX2 + FMA + F16C kernels chosen at run time.
+//!
+//! - [`Avx2Backend::new`] returns `None` unless the CPU has AVX2, FMA and F16C (detected
+//!   once, cached) and `BITNET_DISABLE_AVX2` is not set (read once). Owning an
+//!   [`Avx2Backend`] is the proof that its kernels can run, so its API is safe.
+//! - No `-C target-cpu`: the kernels enable their features per function
+//!   (`#[target_feature]` on entry points only), so the crate builds for any x86-64 CPU;
+//!   on other targets it compiles and [`Avx2Backend::new`] returns `None`.
+//! - All `unsafe` code lives in `src/x86_64/` (see that module's docs for the layout).
+//!
+//! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
+//! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0, Attention, Add, Mul, Relu, Sqr, Silu,
+//! Reshape, SelectOutputs. Embedding and Rope stay on scalar (libm `sinf`/`cosf`).
 #![deny(missing_docs)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
-/// Whether the CPU has the features this backend will need (AVX2, FMA, F16C).
+use std::sync::OnceLock;
+
+use graph::backend::{Backend, KvLayer, TensorMut, TensorRef};
+use graph::{DType, Dim, Op, Result, TensorFact};
+
+#[cfg(target_arch = "x86_64")]
+mod eval;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+/// Whether the CPU has the features this backend needs (AVX2, FMA, F16C). Detected once
+/// and cached; ignores `BITNET_DISABLE_AVX2` (see [`Avx2Backend::new`]).
 pub fn is_available() -> bool {
+    cpu_has_avx2_fma_f16c()
+}
+
+/// The cached CPU feature check behind [`is_available`].
+fn cpu_has_avx2_fma_f16c() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether `BITNET_DISABLE_AVX2` is set to something other than empty or `0` (read once).
+pub fn disabled_by_env() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var_os("BITNET_DISABLE_AVX2").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
+/// The AVX2 + FMA + F16C backend.
+///
+/// Every supported op reproduces the scalar backend bit for bit (stricter than
+/// [`Op::tolerance`] asks for the float ops), for any thread count: work is split over
+/// output rows (and, for attention, (token, head) pairs) only, never inside a reduction.
+///
+/// | op | kernel | vs scalar |
+/// |---|---|---|
+/// | RmsNorm | `rms_norm_f32_avx2`: vector squares, sequential f64 sum | bit-exact |
+/// | QuantizeI8 | `quantize_row_i8_avx2` | bit-exact (integers exact) |
+/// | MatMulI2S | `vec_dot_i2s_i8_avx2`, 4×1 tiles (T = 1), 4×3 (T ≥ 2) | bit-exact, incl. i16 lane wrap |
+/// | MatMulF16 | `vec_dot_f16_avx2` on f16(x) (T = 1), `vec_dot_f16_f32_avx2` tiles (T ≥ 2) | bit-exact |
+/// | MatMulQ8_0 | `quantize_row_q8_0_act_avx2` + `vec_dot_q8_0_q8_0_avx2` tiles | bit-exact |
+/// | Attention | f16 KV store, dot16 scores, `softmax_f32_avx2`, dot16 / dotblas values | bit-exact |
+/// | Add, Mul, Relu, Sqr, Silu | `{op}_f32_avx2` | bit-exact |
+/// | Reshape, SelectOutputs | copies | exact |
+///
+/// Embedding and Rope are not supported (the executor runs them on scalar).
+#[derive(Clone, Copy, Debug)]
+pub struct Avx2Backend {
     #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("f16c")
-    }
+    isa: x86_64::Isa,
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    never: std::convert::Infallible,
+}
+
+impl Avx2Backend {
+    /// The backend, or `None` if this CPU lacks AVX2, FMA or F16C, or
+    /// `BITNET_DISABLE_AVX2` is set (both checked once per process).
+    pub fn new() -> Option<Avx2Backend> {
+        if disabled_by_env() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            x86_64::Isa::detect().map(|isa| Avx2Backend { isa })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+}
+
+/// The dtypes of a node's inputs.
+fn dtypes(inputs: &[&TensorFact]) -> Vec<DType> {
+    inputs.iter().map(|f| f.dtype).collect()
+}
+
+/// The fixed innermost dimension of an input, if it has one.
+fn fixed_last(inputs: &[&TensorFact], i: usize) -> Option<usize> {
+    match inputs.get(i)?.shape.last()? {
+        Dim::Fixed(n) => Some(n),
+        Dim::Sym(_) => None,
+    }
+}
+
+/// Tile shapes, shared by `eval` and `kernel_name`.
+pub(crate) mod tiles {
+    /// I2_S: rows per tile for one token.
+    pub const I2S_ROWS_1: usize = 4;
+    /// I2_S: rows × tokens per tile for two or more tokens.
+    pub const I2S_ROWS: usize = 4;
+    /// I2_S: tokens per tile.
+    pub const I2S_TOKENS: usize = 3;
+    /// F16 dot16 (one token): rows per tile.
+    pub const DOT16_ROWS: usize = 2;
+    /// F16 dotblas (two or more tokens): rows per tile.
+    pub const DOTBLAS_ROWS: usize = 2;
+    /// F16 dotblas: tokens per tile.
+    pub const DOTBLAS_TOKENS: usize = 6;
+    /// Q8_0: rows per tile.
+    pub const Q8_0_ROWS: usize = 4;
+    /// Q8_0: tokens per tile.
+    pub const Q8_0_TOKENS: usize = 2;
+}
+
+impl Backend for Avx2Backend {
+    fn name(&self) -> &'static str {
+        "avx2"
+    }
+
+    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
+        if inputs.len() != op.arity() {
+            return false;
+        }
+        use DType::*;
+        let d = dtypes(inputs);
+        match op {
+            Op::RmsNorm { .. } | Op::Add | Op::Mul => d == [F32, F32],
+            Op::QuantizeI8 | Op::Relu | Op::Sqr | Op::Silu | Op::Reshape { .. } | Op::SelectOutputs => d == [F32],
+            Op::MatMulI2S => d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0),
+            Op::MatMulF16 => d == [F16, F32],
+            Op::MatMulQ8_0 => d == [Q8_0, F32] && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0),
+            Op::Attention { .. } => d == [F32, F32, F32, I32],
+            Op::InputTokens | Op::InputPositions | Op::Weight { .. } | Op::Embedding | Op::Rope { .. } => false,
+        }
+    }
+
+    fn kernel_name(&self, op: &Op, _inputs: &[&TensorFact]) -> String {
+        use tiles::*;
+        match op {
+            Op::RmsNorm { .. } => "rms_norm_f32_avx2".into(),
+            Op::QuantizeI8 => "quantize_row_i8_avx2".into(),
+            Op::MatMulI2S => {
+                format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_avx2 (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_avx2")
+            }
+            Op::MatMulF16 => {
+                format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
+            }
+            Op::MatMulQ8_0 => format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
+            Op::Attention { .. } => "attn_f16kv_avx2".into(),
+            other => format!("{}_f32_avx2", other.name().to_lowercase()),
+        }
+    }
+
+    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            eval::eval(self.isa, op, inputs, out, kv)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (op, inputs, out, kv);
+            match self.never {}
+        }
     }
 }

@@ -64,6 +64,12 @@ pub fn write_tensor<W: Write>(w: &mut W, data: &[u8], alignment: u64) -> io::Res
     w.write_all(&vec![0u8; pad as usize])
 }
 
+/// Writes the zero padding that follows a tensor of `nbytes` bytes written in pieces.
+pub fn write_padding<W: Write>(w: &mut W, nbytes: u64, alignment: u64) -> io::Result<()> {
+    let pad = nbytes.div_ceil(alignment) * alignment - nbytes;
+    w.write_all(&vec![0u8; pad as usize])
+}
+
 /// Writes a whole file held in memory.
 pub fn write_gguf<W: Write>(
     w: &mut W,

@@ -1,0 +1,567 @@
+//! `Backend::eval` for the AVX2 backend: input checks, the split of work over output rows
+//! (rayon), and the calls into the kernels of [`crate::x86_64`]. No `unsafe` here.
+//!
+//! Conventions are the scalar backend's (`backend-scalar/src/lib.rs`): q8_tok rows are
+//! `K` i8, the f32 scale, the i32 sum; weights arrive in their file layout; the KV cache is
+//! `k [Hkv][n_ctx][hd]`, `v [Hkv][hd][n_ctx]` (f16); MatMulF16 rounds a one-row activation
+//! to f16 and uses dot16, else dotblas on the f32 activation; attention pads the positions
+//! to a multiple of 32 with exact zeros; SelectOutputs keeps the last rows. Bad sizes are
+//! errors, never panics.
+
+use graph::backend::{q8tok_row_bytes, KvLayer, TensorMut, TensorRef};
+use graph::{Error, Op, Result};
+use half::f16;
+use rayon::prelude::*;
+
+use crate::tiles::*;
+use crate::x86_64::elementwise::Elementwise;
+use crate::x86_64::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
+use crate::x86_64::Isa;
+
+/// A task never holds more than about this many weight bytes (keeps the load balanced on
+/// the LM head: 128256 rows are ~650 tasks of 1 MiB).
+const MAX_TASK_BYTES: usize = 1 << 20;
+/// A task holds at least about this many weight bytes (keeps rayon's overhead small on
+/// small matrices).
+const MIN_TASK_BYTES: usize = 1 << 15;
+/// Elementwise ops: elements per rayon task.
+const ELEMENTS_PER_TASK: usize = 1 << 15;
+
+fn fail(op: &Op, msg: impl std::fmt::Display) -> Error {
+    Error::runtime(format!("{}: {msg}", op.name()))
+}
+
+/// Evaluates one node (see [`graph::Backend::eval`]).
+pub(crate) fn eval(
+    isa: Isa,
+    op: &Op,
+    inputs: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+    kv: Option<&mut KvLayer<'_>>,
+) -> Result<()> {
+    if inputs.len() != op.arity() {
+        return Err(fail(op, format!("{} inputs, expected {}", inputs.len(), op.arity())));
+    }
+    match op {
+        Op::RmsNorm { eps } => rms_norm(isa, op, inputs, out, *eps),
+        Op::QuantizeI8 => quantize_i8(isa, op, inputs, out),
+        Op::MatMulI2S => matmul_i2s(isa, op, inputs, out),
+        Op::MatMulF16 => matmul_f16(isa, op, inputs, out),
+        Op::MatMulQ8_0 => matmul_q8_0(isa, op, inputs, out),
+        Op::Attention { n_head, n_head_kv, head_dim, scale, .. } => {
+            let kv = kv.ok_or_else(|| fail(op, "no KV cache"))?;
+            attention(isa, op, inputs, out, kv, *n_head, *n_head_kv, *head_dim, *scale)
+        }
+        Op::Add => elementwise(isa, op, Elementwise::Add, inputs, out),
+        Op::Mul => elementwise(isa, op, Elementwise::Mul, inputs, out),
+        Op::Relu => elementwise(isa, op, Elementwise::Relu, inputs, out),
+        Op::Sqr => elementwise(isa, op, Elementwise::Sqr, inputs, out),
+        Op::Silu => elementwise(isa, op, Elementwise::Silu, inputs, out),
+        Op::Reshape { .. } => {
+            let (x, o) = (inputs[0].f32()?, out.f32()?);
+            if x.len() != o.len() {
+                return Err(fail(op, format!("{} elements into an output of {}", x.len(), o.len())));
+            }
+            o.copy_from_slice(x);
+            Ok(())
+        }
+        Op::SelectOutputs => {
+            let (x, o) = (inputs[0].f32()?, out.f32()?);
+            if o.len() > x.len() {
+                return Err(fail(op, format!("{} output elements from an input of {}", o.len(), x.len())));
+            }
+            o.copy_from_slice(&x[x.len() - o.len()..]);
+            Ok(())
+        }
+        Op::InputTokens | Op::InputPositions | Op::Weight { .. } | Op::Embedding | Op::Rope { .. } => {
+            Err(fail(op, "not supported by the avx2 backend"))
+        }
+    }
+}
+
+/// `[M, K]` of a weight input.
+fn weight_dims(op: &Op, w: &TensorRef<'_>) -> Result<(usize, usize)> {
+    match *w.dims {
+        [m, k] => Ok((m, k)),
+        _ => Err(fail(op, format!("weight dims {:?}, expected [M, K]", w.dims))),
+    }
+}
+
+/// Rows per rayon task for a matrix of `m` rows of `row_bytes` bytes: about eight tasks
+/// per thread, within [`MIN_TASK_BYTES`, `MAX_TASK_BYTES`], a multiple of `align`.
+fn rows_per_task(m: usize, row_bytes: usize, align: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let row_bytes = row_bytes.max(1);
+    let rows = m.div_ceil(threads * 8).min(MAX_TASK_BYTES / row_bytes).max(MIN_TASK_BYTES / row_bytes).max(1);
+    rows.div_ceil(align) * align
+}
+
+/// Splits an output `[T, M]` (row-major) into tasks of `rows` consecutive output columns:
+/// task `i` gets, for each token, the slice of columns `i·rows .. (i+1)·rows`.
+fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>> {
+    let mut tasks: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(rows)).map(|_| Vec::new()).collect();
+    for orow in out.chunks_mut(m) {
+        for (task, piece) in tasks.iter_mut().zip(orow.chunks_mut(rows)) {
+            task.push(piece);
+        }
+    }
+    tasks
+}
+
+fn rms_norm(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, eps: f32) -> Result<()> {
+    let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
+    let d = w.len();
+    let o = out.f32()?;
+    if o.len() != x.len() || (d == 0 && !x.is_empty()) || (d > 0 && x.len() % d != 0) {
+        return Err(fail(op, format!("x of {} elements, weight of {d}, output of {}", x.len(), o.len())));
+    }
+    if x.is_empty() {
+        return Ok(());
+    }
+    // x, o: [rows, d]
+    o.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(o, x)| isa.rms_norm(x, w, eps, o));
+    Ok(())
+}
+
+fn quantize_i8(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let x = inputs[0].f32()?;
+    let k = *inputs[0].dims.last().unwrap_or(&1);
+    let o = out.bytes()?;
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    if rows * k != x.len() || o.len() != rows * q8tok_row_bytes(k) {
+        return Err(fail(op, format!("x of {} elements in rows of {k}, output of {} bytes", x.len(), o.len())));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    // x: [T, K] f32 → o: [T] rows of (K i8, f32 s, i32 sum)
+    o.par_chunks_mut(q8tok_row_bytes(k)).zip(x.par_chunks(k)).for_each(|(row, x)| {
+        let (q, tail) = row.split_at_mut(k);
+        let (s, sum) = isa.quantize_i8(x, bytemuck::cast_slice_mut(q));
+        tail[..4].copy_from_slice(&s.to_le_bytes());
+        tail[4..].copy_from_slice(&sum.to_le_bytes());
+    });
+    Ok(())
+}
+
+/// One I2_S product: weight codes of the task's rows, activations, per-token epilogue data.
+struct I2sJob<'a> {
+    isa: Isa,
+    /// The task's rows of codes, `row_bytes = K/4` apart.
+    codes: &'a [u8],
+    row_bytes: usize,
+    k: usize,
+    /// All q8_tok rows, `stride = K + 8` apart.
+    xq: &'a [u8],
+    stride: usize,
+    /// Per token: (s, Σq).
+    toks: &'a [(f32, i32)],
+    scale: f32,
+}
+
+impl I2sJob<'_> {
+    /// Rows `r .. r+R` × tokens `n0 .. n0+N` into `outs[token][row]`.
+    fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+        let acc = self.isa.i2s_dots::<R, N>(&self.codes[r * self.row_bytes..], self.row_bytes, &self.xq[n0 * self.stride..], self.stride, self.k);
+        for (dr, acc_r) in acc.iter().enumerate() {
+            for (dn, &a) in acc_r.iter().enumerate() {
+                let (s, sum) = self.toks[n0 + dn];
+                outs[n0 + dn][r + dr] = i2s_output(a, sum, s, self.scale);
+            }
+        }
+    }
+
+    /// All tokens for rows `r .. r+R`, in tiles of `NT` tokens (and a smaller last one).
+    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
+        let t = self.toks.len();
+        let mut n0 = 0;
+        while n0 < t {
+            let nn = (t - n0).min(NT);
+            match nn {
+                1 => self.tile::<R, 1>(r, n0, outs),
+                2 => self.tile::<R, 2>(r, n0, outs),
+                3 => self.tile::<R, 3>(r, n0, outs),
+                4 => self.tile::<R, 4>(r, n0, outs),
+                5 => self.tile::<R, 5>(r, n0, outs),
+                6 => self.tile::<R, 6>(r, n0, outs),
+                _ => unreachable!("token tiles hold at most 6 tokens"),
+            }
+            n0 += nn;
+        }
+    }
+
+    /// Every row of the task: tiles of `R` rows, then single rows.
+    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
+        let n_rows = outs[0].len();
+        let mut r = 0;
+        while r + R <= n_rows {
+            self.rows::<R, NT>(r, outs);
+            r += R;
+        }
+        while r < n_rows {
+            self.rows::<1, NT>(r, outs);
+            r += 1;
+        }
+    }
+}
+
+/// The scalar `i2s_output`: `f32( f32( f32(acc) − f32(qsum) ) / s ) · scale`, left to right.
+fn i2s_output(acc: i32, qsum: i32, s: f32, scale: f32) -> f32 {
+    let diff: f32 = acc as f32 - qsum as f32;
+    let unscaled: f32 = diff / s;
+    unscaled * scale
+}
+
+fn matmul_i2s(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let w = inputs[0].bytes()?;
+    let (m, k) = weight_dims(op, &inputs[0])?;
+    let xq = inputs[1].bytes()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let stride = q8tok_row_bytes(k);
+    let o = out.f32()?;
+    if k % 128 != 0 || inputs[1].dims != [t, k] || xq.len() != t * stride || o.len() != t * m {
+        return Err(fail(
+            op,
+            format!("weight [{m}, {k}], activations {:?} ({} bytes), output of {}", inputs[1].dims, xq.len(), o.len()),
+        ));
+    }
+    let scale = graph::quant::i2s_scale(w, m * k).ok_or_else(|| fail(op, "I2_S tensor too short"))?;
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    let toks: Vec<(f32, i32)> = xq
+        .chunks_exact(stride)
+        .map(|r| {
+            let s = f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
+            let sum = i32::from_le_bytes([r[k + 4], r[k + 5], r[k + 6], r[k + 7]]);
+            (s, sum)
+        })
+        .collect();
+    let row_bytes = k / 4;
+    let rows = rows_per_task(m, row_bytes, 4);
+    // w: [M, K/4] codes; xq: [T] q8 rows; o: [T, M]. Tasks own disjoint output columns.
+    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
+        let r0 = i * rows;
+        let n_rows = outs[0].len();
+        let job = I2sJob {
+            isa,
+            codes: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes],
+            row_bytes,
+            k,
+            xq,
+            stride,
+            toks: &toks,
+            scale,
+        };
+        if t == 1 {
+            job.run::<I2S_ROWS_1, 1>(&mut outs);
+        } else {
+            job.run::<I2S_ROWS, I2S_TOKENS>(&mut outs);
+        }
+    });
+    Ok(())
+}
+
+/// The scalar `vec_dot_f16`'s ending: `f32(f64(r) + Σ_tail f64(f32(w[i]·x[i])))` for the
+/// elements past the last multiple of 32 (`w` f16 bytes of the whole row, `x` the f16
+/// values widened to f32).
+fn dot16_finish(r: f32, w: &[u8], x: &[f32]) -> f32 {
+    let mut sum = f64::from(r);
+    for i in x.len() - x.len() % 32..x.len() {
+        let p: f32 = f16::from_le_bytes([w[2 * i], w[2 * i + 1]]).to_f32() * x[i];
+        sum += f64::from(p);
+    }
+    sum as f32
+}
+
+/// `dot16` of rows `r .. r+R` (`row_stride` bytes apart in `w`) with `x` (f16 values as
+/// f32), into `out[r ..]`.
+fn dot16_tile<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], r: usize, out: &mut [f32]) {
+    let res = isa.dot16_rows::<R>(&w[r * row_stride..], row_stride, x);
+    for (dr, &v) in res.iter().enumerate() {
+        let row = &w[(r + dr) * row_stride..];
+        out[r + dr] = dot16_finish(v, row, x);
+    }
+}
+
+/// `dot16` of every row of `w` (`out.len()` rows, `row_stride` bytes apart) with `x`.
+fn dot16_all<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], out: &mut [f32]) {
+    let n = out.len();
+    let mut r = 0;
+    while r + R <= n {
+        dot16_tile::<R>(isa, w, row_stride, x, r, out);
+        r += R;
+    }
+    while r < n {
+        dot16_tile::<1>(isa, w, row_stride, x, r, out);
+        r += 1;
+    }
+}
+
+/// One dotblas product: the task's weight rows and all activation rows.
+struct BlasJob<'a> {
+    isa: Isa,
+    w: &'a [u8],
+    row_stride: usize,
+    x: &'a [f32],
+    k: usize,
+    t: usize,
+}
+
+impl BlasJob<'_> {
+    fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+        let res = self.isa.dotblas_tile::<R, N>(&self.w[r * self.row_stride..], self.row_stride, &self.x[n0 * self.k..], self.k, self.k);
+        for (dr, res_r) in res.iter().enumerate() {
+            for (dn, &v) in res_r.iter().enumerate() {
+                outs[n0 + dn][r + dr] = v;
+            }
+        }
+    }
+
+    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
+        let mut n0 = 0;
+        while n0 < self.t {
+            let nn = (self.t - n0).min(NT);
+            match nn {
+                1 => self.tile::<R, 1>(r, n0, outs),
+                2 => self.tile::<R, 2>(r, n0, outs),
+                3 => self.tile::<R, 3>(r, n0, outs),
+                4 => self.tile::<R, 4>(r, n0, outs),
+                5 => self.tile::<R, 5>(r, n0, outs),
+                6 => self.tile::<R, 6>(r, n0, outs),
+                _ => unreachable!("token tiles hold at most 6 tokens"),
+            }
+            n0 += nn;
+        }
+    }
+
+    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
+        let n_rows = outs[0].len();
+        let mut r = 0;
+        while r + R <= n_rows {
+            self.rows::<R, NT>(r, outs);
+            r += R;
+        }
+        while r < n_rows {
+            self.rows::<1, NT>(r, outs);
+            r += 1;
+        }
+    }
+}
+
+fn matmul_f16(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let w = inputs[0].bytes()?;
+    let (m, k) = weight_dims(op, &inputs[0])?;
+    let x = inputs[1].f32()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+        return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
+    }
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    let row_bytes = 2 * k;
+    // w: [M, K] f16; x: [T, K]; o: [T, M]. One column: x → f16, dot16; else dotblas.
+    if t == 1 {
+        let mut x16 = vec![0.0f32; k];
+        isa.round_f16(x, &mut x16);
+        let rows = rows_per_task(m, row_bytes, DOT16_ROWS);
+        o.par_chunks_mut(rows).enumerate().for_each(|(i, orow)| {
+            let r0 = i * rows;
+            dot16_all::<DOT16_ROWS>(isa, &w[r0 * row_bytes..(r0 + orow.len()) * row_bytes], row_bytes, &x16, orow);
+        });
+    } else {
+        let rows = rows_per_task(m, row_bytes, DOTBLAS_ROWS);
+        split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
+            let r0 = i * rows;
+            let n_rows = outs[0].len();
+            let job = BlasJob { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_stride: row_bytes, x, k, t };
+            job.run::<DOTBLAS_ROWS, DOTBLAS_TOKENS>(&mut outs);
+        });
+    }
+    Ok(())
+}
+
+/// One Q8_0 product: the task's weight rows and all quantized activation rows.
+struct Q8Job<'a> {
+    isa: Isa,
+    w: &'a [u8],
+    row_bytes: usize,
+    a: &'a [u8],
+    nb: usize,
+    t: usize,
+}
+
+impl Q8Job<'_> {
+    fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+        let res = self.isa.q8_0_dots::<R, N>(
+            &self.w[r * self.row_bytes..],
+            self.row_bytes,
+            &self.a[n0 * self.row_bytes..],
+            self.row_bytes,
+            self.nb,
+        );
+        for (dr, res_r) in res.iter().enumerate() {
+            for (dn, &v) in res_r.iter().enumerate() {
+                outs[n0 + dn][r + dr] = v;
+            }
+        }
+    }
+
+    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
+        let mut n0 = 0;
+        while n0 < self.t {
+            let nn = (self.t - n0).min(NT);
+            match nn {
+                1 => self.tile::<R, 1>(r, n0, outs),
+                2 => self.tile::<R, 2>(r, n0, outs),
+                _ => unreachable!("Q8_0 token tiles hold at most 2 tokens"),
+            }
+            n0 += nn;
+        }
+    }
+
+    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
+        let n_rows = outs[0].len();
+        let mut r = 0;
+        while r + R <= n_rows {
+            self.rows::<R, NT>(r, outs);
+            r += R;
+        }
+        while r < n_rows {
+            self.rows::<1, NT>(r, outs);
+            r += 1;
+        }
+    }
+}
+
+fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let w = inputs[0].bytes()?;
+    let (m, k) = weight_dims(op, &inputs[0])?;
+    let x = inputs[1].f32()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    let nb = k / 32;
+    let row_bytes = nb * Q8_0_BLOCK_BYTES;
+    if k % 32 != 0 || w.len() < m * row_bytes || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+        return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
+    }
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    // x: [T, K] → a: [T] rows of K/32 Q8_0 activation blocks.
+    let mut a = vec![0u8; t * row_bytes];
+    if k > 0 {
+        for (arow, xrow) in a.chunks_exact_mut(row_bytes).zip(x.chunks_exact(k)) {
+            isa.quantize_q8_0_act(xrow, arow);
+        }
+    }
+    let rows = rows_per_task(m, row_bytes, Q8_0_ROWS);
+    // w: [M] rows of K/32 blocks; o: [T, M].
+    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
+        let r0 = i * rows;
+        let n_rows = outs[0].len();
+        let job = Q8Job { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_bytes, a: &a, nb, t };
+        job.run::<Q8_0_ROWS, Q8_0_TOKENS>(&mut outs);
+    });
+    Ok(())
+}
+
+/// Causal attention over the f16 KV cache, the scalar backend's `attention` step for step
+/// (docs/format.md §4.2–4.4): store f16(k), f16(v) at the step's positions; per (token,
+/// query head) `kq[j] = dot16(K16[g][j], f16(q))·scale` for `j ≤ p`, −inf up to `n_kv`
+/// (`p + 1` rounded up to 32); softmax; then `o[d] = dot16(V16[g][d], f16(P))` for one
+/// token, `dotblas(V16[g][d], P)` for more.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    isa: Isa,
+    op: &Op,
+    inputs: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+    kv: &mut KvLayer<'_>,
+    n_head: usize,
+    n_head_kv: usize,
+    hd: usize,
+    scale: f32,
+) -> Result<()> {
+    let (q, kn, vn, pos) = (inputs[0].f32()?, inputs[1].f32()?, inputs[2].f32()?, inputs[3].i32()?);
+    let t = pos.len();
+    let stride = kv.n_ctx; // positions per KV row (a multiple of 32)
+    let o = out.f32()?;
+    let kv_len = n_head_kv * hd;
+    if n_head_kv == 0 || n_head % n_head_kv != 0 || hd == 0 {
+        return Err(fail(op, format!("{n_head} heads, {n_head_kv} KV heads, head dim {hd}")));
+    }
+    if q.len() != t * n_head * hd || kn.len() != t * kv_len || vn.len() != t * kv_len || o.len() != t * n_head * hd {
+        return Err(fail(op, format!("q {}, k {}, v {}, output {} for {t} tokens", q.len(), kn.len(), vn.len(), o.len())));
+    }
+    if kv.k.len() < kv_len * stride || kv.v.len() < kv_len * stride {
+        return Err(fail(op, format!("KV cache of {} / {} values, expected {}", kv.k.len(), kv.v.len(), kv_len * stride)));
+    }
+    for &p in pos {
+        match usize::try_from(p) {
+            Ok(p) if (p + 1).div_ceil(32) * 32 <= stride => {}
+            _ => return Err(fail(op, format!("position {p} outside the KV cache of {stride}"))),
+        }
+    }
+    // 1. Store f16(k), f16(v) at the step's positions. k: [Hkv][stride][hd], v: [Hkv][hd][stride].
+    let mut k16 = vec![f16::ZERO; kv_len];
+    let mut v16 = vec![f16::ZERO; kv_len];
+    for (i, &p) in pos.iter().enumerate() {
+        let p = p as usize;
+        isa.to_f16(&kn[i * kv_len..(i + 1) * kv_len], &mut k16);
+        isa.to_f16(&vn[i * kv_len..(i + 1) * kv_len], &mut v16);
+        for g in 0..n_head_kv {
+            kv.k[(g * stride + p) * hd..(g * stride + p + 1) * hd].copy_from_slice(&k16[g * hd..(g + 1) * hd]);
+            for d in 0..hd {
+                kv.v[(g * hd + d) * stride + p] = v16[g * hd + d];
+            }
+        }
+    }
+    let kb: &[u8] = bytemuck::cast_slice(&kv.k[..kv_len * stride]);
+    let vb: &[u8] = bytemuck::cast_slice(&kv.v[..kv_len * stride]);
+    let group = n_head / n_head_kv;
+    // 2. Attend. o: [T, H·hd]; work is split over (token, head) pairs.
+    o.par_chunks_mut(hd).enumerate().for_each(|(th, orow)| {
+        let (i, hq) = (th / n_head, th % n_head);
+        let g = hq / group;
+        let p = pos[i] as usize;
+        let n_kv = (p + 1).div_ceil(32) * 32;
+        let mut q16 = vec![0.0f32; hd];
+        isa.round_f16(&q[(i * n_head + hq) * hd..(i * n_head + hq + 1) * hd], &mut q16);
+        // Scores: key rows j ≤ p of KV head g, hd f16 each.
+        let keys = &kb[g * stride * hd * 2..(g * stride + p + 1) * hd * 2];
+        let mut w = vec![f32::NEG_INFINITY; n_kv];
+        dot16_all::<4>(isa, keys, hd * 2, &q16, &mut w[..p + 1]);
+        for s in &mut w[..p + 1] {
+            *s *= scale;
+        }
+        isa.softmax(&mut w);
+        // Values: row d of KV head g holds position j at element j (stride apart).
+        let vals = &vb[g * hd * stride * 2..((g + 1) * hd - 1) * stride * 2 + n_kv * 2];
+        if t == 1 {
+            let mut p16 = vec![0.0f32; n_kv];
+            isa.round_f16(&w, &mut p16);
+            dot16_all::<2>(isa, vals, stride * 2, &p16, orow);
+        } else {
+            let job = BlasJob { isa, w: vals, row_stride: stride * 2, x: &w, k: n_kv, t: 1 };
+            let mut outs = [orow];
+            job.run::<2, 1>(&mut outs);
+        }
+    });
+    Ok(())
+}
+
+fn elementwise(isa: Isa, op: &Op, kind: Elementwise, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let a = inputs[0].f32()?;
+    let b = if inputs.len() > 1 { inputs[1].f32()? } else { a };
+    let o = out.f32()?;
+    if a.len() != o.len() || b.len() != o.len() {
+        return Err(fail(op, format!("inputs of {} and {} elements, output of {}", a.len(), b.len(), o.len())));
+    }
+    o.par_chunks_mut(ELEMENTS_PER_TASK)
+        .zip(a.par_chunks(ELEMENTS_PER_TASK).zip(b.par_chunks(ELEMENTS_PER_TASK)))
+        .for_each(|(o, (a, b))| isa.elementwise(kind, a, b, o));
+    Ok(())
+}
