@@ -211,8 +211,38 @@ pub struct SynthArgs {
     pub ctx: Option<usize>,
 }
 
+/// Arguments of `bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// The GGUF model file.
+    pub model: PathBuf,
+    /// Prompt tokens for the prefill measurement (pp).
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
+    pub n_prompt: usize,
+    /// Generated tokens for the decode measurement (tg).
+    #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
+    pub n_gen: usize,
+    /// Threads (default: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Repetitions (after one warm-up).
+    #[arg(short = 'r', long, default_value_t = 3)]
+    pub reps: usize,
+    /// Prompt tokens per forward pass.
+    #[arg(long, default_value_t = 512)]
+    pub ubatch: usize,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    pub backend: BackendChoice,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
+    /// Measure prefill and decode speed, and decode against the bandwidth roofline.
+    Bench(BenchArgs),
     /// Write a synthetic bitnet-b1.58 GGUF with random ternary weights (for benchmarks).
     Synth(SynthArgs),
     /// Cross-check a backend against the reference, node by node, on the model's graph.
@@ -252,6 +282,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Exec(a) => crate::exec::run(&a),
         Cmd::Check(a) => crate::check::run(&a),
         Cmd::Synth(a) => crate::synth::run(&a),
+        Cmd::Bench(a) => crate::bench::run(&a),
         Cmd::Dump { model, format, tensors, metadata, backend } => crate::dump::run(&model, format, tensors, metadata, backend),
     }
 }

@@ -1,6 +1,7 @@
 //! `bitnet-graph`: dump, exec.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod chat;
 mod check;
 mod cli;
