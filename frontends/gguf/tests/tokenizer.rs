@@ -332,8 +332,9 @@ fn malformed_metadata_is_an_error() {
     assert!(e.contains("scores"), "{e}");
     let e = tok_err(&with(&base, "tokenizer.ggml.model", Some(Value::String("bert".into()))));
     assert!(e.contains("unknown `tokenizer.ggml.model` \"bert\""), "{e}");
+    // A SentencePiece model needs scores, which this BPE metadata lacks.
     let e = tok_err(&with(&base, "tokenizer.ggml.model", Some(Value::String("llama".into()))));
-    assert!(e.contains("not supported yet"), "{e}");
+    assert!(e.contains("`tokenizer.ggml.scores` is missing"), "{e}");
     let e = tok_err(&with(&base, "tokenizer.ggml.model", None));
     assert!(e.contains("`tokenizer.ggml.model` is missing"), "{e}");
     let e = tok_err(&with(&base, "tokenizer.ggml.pre", Some(Value::String("qwen2".into()))));

@@ -2,8 +2,10 @@
 //! (llama.cpp's) `llama_tokenize` and `llama_token_to_piece`.
 //!
 //! Supported: byte-level BPE (`tokenizer.ggml.model = gpt2`) with the "default" and the
-//! LLaMA-3 pre-tokenizers. The vocabulary kind sits behind an internal enum so that
-//! SentencePiece (`llama`) can be added later behind the same [`Tokenizer`].
+//! LLaMA-3 pre-tokenizers, and SentencePiece-style vocabularies (`tokenizer.ggml.model =
+//! llama`, llama.cpp's `llm_tokenizer_spm`: see the space-prefix notes on
+//! [`Tokenizer::tokenize`] and [`Tokenizer::token_to_piece`]). The vocabulary kind sits
+//! behind an internal enum.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), gguf::Error> {
@@ -23,6 +25,7 @@ mod bpe;
 mod bytes;
 mod detok;
 mod pretok;
+mod spm;
 mod unicode;
 #[rustfmt::skip]
 mod unicode_tables;
@@ -36,6 +39,7 @@ pub use detok::Detokenizer;
 use crate::{Array, Error, ErrorKind, GgufFile, Result, Value};
 use bpe::Bpe;
 use pretok::PreTokenizer;
+use spm::Spm;
 
 /// A token's type (`tokenizer.ggml.token_type`, llama.cpp's `llama_token_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -82,12 +86,19 @@ const EOG_TEXTS: [&str; 7] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_tu
 const EOT_TEXTS: [&str; 6] = ["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>"];
 /// llama.cpp's BOS/EOS default for `gpt2` vocabularies when the keys are absent.
 const GPT2_DEFAULT_BOS_EOS: u32 = 11;
+/// llama.cpp's BOS / EOS / unknown defaults for `llama` (SentencePiece) vocabularies.
+const SPM_DEFAULT_BOS: u32 = 1;
+const SPM_DEFAULT_EOS: u32 = 2;
+const SPM_DEFAULT_UNK: u32 = 0;
 
 /// The vocabulary kind.
+// One per tokenizer: the byte tables inline are fine.
+#[allow(clippy::large_enum_variant)]
 enum Model {
     /// Byte-level BPE (`gpt2`).
     Bpe { bpe: Bpe, pre: PreTokenizer },
-    // Spm(..) for `llama` goes here.
+    /// SentencePiece-style (`llama`).
+    Spm(Spm),
 }
 
 /// A tokenizer built from a GGUF file's `tokenizer.ggml.*` metadata.
@@ -106,6 +117,7 @@ pub struct Tokenizer {
     special: Vec<u32>,
     bos: u32,
     eos: u32,
+    unk: Option<u32>,
     eot: Option<u32>,
     eom: Option<u32>,
     pad: Option<u32>,
@@ -123,6 +135,7 @@ impl std::fmt::Debug for Tokenizer {
             .field("n_vocab", &self.tokens.len())
             .field("bos", &self.bos)
             .field("eos", &self.eos)
+            .field("unk", &self.unk)
             .field("eot", &self.eot)
             .field("eog", &self.eog)
             .field("add_bos", &self.add_bos)
@@ -139,7 +152,10 @@ enum Fragment {
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata. Errors (never panics) on
     /// missing or inconsistent metadata, an unknown `tokenizer.ggml.model`, or an unknown
-    /// `tokenizer.ggml.pre`.
+    /// `tokenizer.ggml.pre` (BPE only: SentencePiece vocabularies have no pre-tokenizer and
+    /// llama.cpp ignores the key for them). Where llama.cpp only warns, this is stricter: a
+    /// special-token id out of range is an error, and so is a `llama` vocabulary without
+    /// `tokenizer.ggml.scores` (llama.cpp would use 0 for every score).
     pub fn from_gguf(file: &GgufFile) -> Result<Tokenizer> {
         Self::build(file, None)
     }
@@ -147,17 +163,18 @@ impl Tokenizer {
     /// As [`Tokenizer::from_gguf`], but with the pre-tokenizer named by `pre` (a
     /// `tokenizer.ggml.pre` value: `default`, `llama-bpe`, `llama3`, `llama-v3`) instead of
     /// the file's. This is the explicit opt-in for files whose key is wrong or unknown.
+    /// Ignored for SentencePiece (`llama`) vocabularies.
     pub fn from_gguf_with_pre(file: &GgufFile, pre: &str) -> Result<Tokenizer> {
         Self::build(file, Some(pre))
     }
 
     fn build(file: &GgufFile, pre_override: Option<&str>) -> Result<Tokenizer> {
         let model_name = get_str(file, "tokenizer.ggml.model")?.ok_or_else(|| terr("`tokenizer.ggml.model` is missing"))?;
-        match model_name {
-            "gpt2" => {}
-            "llama" => return Err(terr("`tokenizer.ggml.model` = \"llama\" (SentencePiece) is not supported yet")),
-            other => return Err(terr(format!("unknown `tokenizer.ggml.model` {other:?} (supported: gpt2)"))),
-        }
+        let is_spm = match model_name {
+            "gpt2" => false,
+            "llama" => true,
+            other => return Err(terr(format!("unknown `tokenizer.ggml.model` {other:?} (supported: gpt2, llama)"))),
+        };
 
         let tokens = get_str_array(file, "tokenizer.ggml.tokens")?.ok_or_else(|| terr("`tokenizer.ggml.tokens` is missing"))?;
         let n = tokens.len();
@@ -186,6 +203,11 @@ impl Tokenizer {
             }
         };
         let scores = match file.get("tokenizer.ggml.scores") {
+            None if is_spm => {
+                return Err(terr(
+                    "`tokenizer.ggml.scores` is missing: a SentencePiece (`llama`) vocabulary needs merge scores",
+                ))
+            }
             None => vec![0.0; n],
             Some(v) => {
                 let s = v.as_array().and_then(float_vec).ok_or_else(|| type_err("tokenizer.ggml.scores", "a float array", v))?;
@@ -204,44 +226,55 @@ impl Tokenizer {
             token_to_id.insert(t.clone(), i as u32);
         }
 
-        let pre_name = match pre_override {
-            Some(p) => p.to_owned(),
-            None => get_str(file, "tokenizer.ggml.pre")?.unwrap_or("default").to_owned(),
-        };
-        let pre = PreTokenizer::from_name(Some(&pre_name)).ok_or_else(|| {
-            terr(format!(
-                "unknown pre-tokenizer `tokenizer.ggml.pre` = {pre_name:?} (supported: default, llama-bpe, llama3, llama-v3)"
-            ))
-        })?;
-        let merges = get_str_array(file, "tokenizer.ggml.merges")?.ok_or_else(|| terr("`tokenizer.ggml.merges` is missing"))?;
-        let bpe = Bpe::new(&token_to_id, n_vocab, merges, pre == PreTokenizer::Llama3)?;
-
         let id = |key: &str| get_id(file, key, n_vocab);
-        let bos = id("tokenizer.ggml.bos_token_id")?;
-        let eos = id("tokenizer.ggml.eos_token_id")?;
-        let default_id = |key: &str| {
-            if GPT2_DEFAULT_BOS_EOS < n_vocab {
-                Ok(GPT2_DEFAULT_BOS_EOS)
+        // A default id used when its key is absent (llama.cpp's per-vocabulary defaults).
+        let default_id = |key: &str, v: u32| {
+            if v < n_vocab {
+                Ok(v)
             } else {
-                Err(terr(format!(
-                    "`{key}` is missing and llama.cpp's default {GPT2_DEFAULT_BOS_EOS} is out of range (n_vocab {n_vocab})"
-                )))
+                Err(terr(format!("`{key}` is missing and llama.cpp's default {v} is out of range (n_vocab {n_vocab})")))
             }
         };
-        let bos = match bos {
-            Some(b) => b,
-            None => default_id("tokenizer.ggml.bos_token_id")?,
+        let with_default = |key: &str, v: u32| -> Result<u32> {
+            match id(key)? {
+                Some(i) => Ok(i),
+                None => default_id(key, v),
+            }
         };
-        let eos = match eos {
-            Some(e) => e,
-            None => default_id("tokenizer.ggml.eos_token_id")?,
+
+        let (model, pre_name, bos, eos, unk, add_bos_default) = if is_spm {
+            let bos = with_default("tokenizer.ggml.bos_token_id", SPM_DEFAULT_BOS)?;
+            let eos = with_default("tokenizer.ggml.eos_token_id", SPM_DEFAULT_EOS)?;
+            let unk = with_default("tokenizer.ggml.unknown_token_id", SPM_DEFAULT_UNK)?;
+            let add_space_prefix = get_bool(file, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+            let spm = Spm::new(&token_to_id, unk, add_space_prefix);
+            // llama.cpp sets type_pre = DEFAULT for SPM whatever the key says.
+            (Model::Spm(spm), "default".to_owned(), bos, eos, Some(unk), true)
+        } else {
+            let pre_name = match pre_override {
+                Some(p) => p.to_owned(),
+                None => get_str(file, "tokenizer.ggml.pre")?.unwrap_or("default").to_owned(),
+            };
+            let pre = PreTokenizer::from_name(Some(&pre_name)).ok_or_else(|| {
+                terr(format!(
+                    "unknown pre-tokenizer `tokenizer.ggml.pre` = {pre_name:?} (supported: default, llama-bpe, llama3, llama-v3)"
+                ))
+            })?;
+            let merges =
+                get_str_array(file, "tokenizer.ggml.merges")?.ok_or_else(|| terr("`tokenizer.ggml.merges` is missing"))?;
+            let bpe = Bpe::new(&token_to_id, n_vocab, merges, pre == PreTokenizer::Llama3)?;
+            let bos = with_default("tokenizer.ggml.bos_token_id", GPT2_DEFAULT_BOS_EOS)?;
+            let eos = with_default("tokenizer.ggml.eos_token_id", GPT2_DEFAULT_BOS_EOS)?;
+            let unk = id("tokenizer.ggml.unknown_token_id")?;
+            // Without the key llama.cpp adds BOS for the llama3 pre-tokenizer only
+            // (`tokenizer_add_bos` defaults to false for BPE and the llama3 branch sets it).
+            let add_bos_default = pre == PreTokenizer::Llama3;
+            (Model::Bpe { bpe, pre }, pre_name, bos, eos, unk, add_bos_default)
         };
         let pad = id("tokenizer.ggml.padding_token_id")?;
         let mut eot = id("tokenizer.ggml.eot_token_id")?;
         let mut eom = id("tokenizer.ggml.eom_token_id")?;
-        // Without the key llama.cpp adds BOS for the llama3 pre-tokenizer only
-        // (`tokenizer_add_bos` defaults to false for BPE and the llama3 branch sets it).
-        let add_bos = get_bool(file, "tokenizer.ggml.add_bos_token")?.unwrap_or(pre == PreTokenizer::Llama3);
+        let add_bos = get_bool(file, "tokenizer.ggml.add_bos_token")?.unwrap_or(add_bos_default);
         let add_eos = get_bool(file, "tokenizer.ggml.add_eos_token")?.unwrap_or(false);
 
         // EOT/EOM found by text are forced to control type, as are all EOG-text tokens
@@ -271,7 +304,7 @@ impl Tokenizer {
         special.sort_by(|&a, &b| tokens[b as usize].len().cmp(&tokens[a as usize].len()).then(a.cmp(&b)));
 
         Ok(Tokenizer {
-            model: Model::Bpe { bpe, pre },
+            model,
             model_name: model_name.to_owned(),
             pre_name,
             tokens: tokens.to_vec(),
@@ -281,6 +314,7 @@ impl Tokenizer {
             special,
             bos,
             eos,
+            unk,
             eot,
             eom,
             pad,
@@ -293,27 +327,51 @@ impl Tokenizer {
     /// Tokenizes `text` as llama.cpp's `llama_tokenize(text, add_special, parse_special)`:
     /// special-token split (control and unknown tokens only when `parse_special`;
     /// user-defined tokens always), BOS first when `add_special` and `add_bos()`, then each
-    /// raw fragment pre-tokenized and BPE-merged on its own.
+    /// raw fragment tokenized on its own: for BPE pre-tokenized and merged; for SentencePiece
+    /// escaped (U+0020 → `▁`) and merged by score (see `spm.rs`), EOS last when `add_special`
+    /// and `add_eos()`.
+    ///
+    /// **SentencePiece space prefix** (llama.cpp's `is_prev_special` rule): when
+    /// `tokenizer.ggml.add_space_prefix` is true (the default), one space is prepended to a
+    /// raw text fragment that is the first fragment of the input or that directly follows a
+    /// special-token fragment (a control/unknown token split out under `parse_special`, or a
+    /// user-defined token). BOS added by `add_special` does not change this (the first
+    /// fragment gets the space either way). So `"Hello"` gives `▁Hello`, and with
+    /// `parse_special` `"</s>Hello"` gives `</s>`, `▁Hello`.
     pub fn tokenize(&self, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
         let mut out = Vec::new();
         if add_special && self.add_bos {
             out.push(self.bos);
         }
         let mut scratch = bpe::Scratch::default();
+        let mut spm_scratch = spm::Scratch::default();
         let mut pieces = Vec::new();
+        // SentencePiece: "prefix with space if first token" or if the previous fragment
+        // was a special token.
+        let mut is_prev_special = true;
         for frag in self.partition(text, parse_special) {
             match frag {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text(r) => match &self.model {
-                    Model::Bpe { bpe, pre } => {
-                        let raw = &text[r];
-                        pieces.clear();
-                        pre.split(raw, &mut pieces);
-                        for p in &pieces {
-                            bpe.encode_piece(raw[p.clone()].as_bytes(), &self.token_to_id, &mut scratch, &mut out);
+                Fragment::Token(id) => {
+                    out.push(id);
+                    is_prev_special = true;
+                }
+                Fragment::Text(r) => {
+                    match &self.model {
+                        Model::Bpe { bpe, pre } => {
+                            let raw = &text[r];
+                            pieces.clear();
+                            pre.split(raw, &mut pieces);
+                            for p in &pieces {
+                                bpe.encode_piece(raw[p.clone()].as_bytes(), &self.token_to_id, &mut scratch, &mut out);
+                            }
+                        }
+                        Model::Spm(spm) => {
+                            let prefix = spm.add_space_prefix && is_prev_special;
+                            spm.encode(&text[r], prefix, &self.token_to_id, &self.scores, &mut spm_scratch, &mut out);
                         }
                     }
-                },
+                    is_prev_special = false;
+                }
             }
         }
         if add_special && self.add_eos {
@@ -363,10 +421,19 @@ impl Tokenizer {
         frags
     }
 
-    /// The raw bytes of token `id`, as llama.cpp's `llama_token_to_piece(.., special)` with
-    /// no space stripping: a normal token's text mapped back through the byte map; a
-    /// control or unknown token's text only when `special` (else nothing); a user-defined
-    /// token's text verbatim; nothing for other types or an out-of-range id.
+    /// The raw bytes of token `id`, as llama.cpp's `llama_token_to_piece(.., lstrip = 0,
+    /// special)`: a normal token's text mapped back through the byte map (BPE) or with
+    /// every `▁` replaced by a space (SentencePiece); a SentencePiece byte token `<0xNN>` as
+    /// the raw byte 0xNN; a control or unknown token's text only when `special` (else
+    /// nothing); a user-defined token's text verbatim; nothing for other types or an
+    /// out-of-range id.
+    ///
+    /// No space is ever stripped here (llama.cpp strips only when a caller passes `lstrip`,
+    /// which the CLI's streamed output does not; its whole-string `llama_detokenize` drops
+    /// the first space of a SentencePiece text). So for a SentencePiece vocabulary the
+    /// pieces of `tokenize(s, ..)` concatenate to `" " + s` when `add_space_prefix()` is set
+    /// and `s` is not empty (plus one more space after each special token the text
+    /// contained, see [`Tokenizer::tokenize`]).
     pub fn token_to_piece(&self, id: u32, special: bool) -> Vec<u8> {
         let Some(ty) = self.types.get(id as usize).copied() else {
             return Vec::new();
@@ -375,6 +442,10 @@ impl Tokenizer {
         match ty {
             TokenType::Control | TokenType::Unknown if !special => Vec::new(),
             TokenType::Control | TokenType::Unknown | TokenType::UserDefined => text.as_bytes().to_vec(),
+            TokenType::Normal if matches!(self.model, Model::Spm(_)) => text.replace(spm::SPACE_MARK, " ").into_bytes(),
+            TokenType::Byte if matches!(self.model, Model::Spm(_)) => {
+                spm::byte_token_value(text).map(|b| vec![b]).unwrap_or_default()
+            }
             TokenType::Normal => {
                 let mut out = Vec::with_capacity(text.len());
                 let mut buf = [0u8; 4];
@@ -391,8 +462,9 @@ impl Tokenizer {
         }
     }
 
-    /// The text of `ids`: the pieces concatenated (no space clean-up, as bitnet.cpp's CLI
-    /// prints them), invalid UTF-8 replaced by U+FFFD.
+    /// The text of `ids`: the pieces concatenated (no space clean-up and, for
+    /// SentencePiece, no removal of the leading space, as bitnet.cpp's CLI prints them),
+    /// invalid UTF-8 replaced by U+FFFD.
     pub fn decode(&self, ids: &[u32], special: bool) -> String {
         let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_to_piece(id, special)).collect();
         String::from_utf8_lossy(&bytes).into_owned()
@@ -411,6 +483,22 @@ impl Tokenizer {
     /// End-of-sequence token.
     pub fn eos(&self) -> u32 {
         self.eos
+    }
+
+    /// Unknown token: `tokenizer.ggml.unknown_token_id`; for SentencePiece vocabularies
+    /// llama.cpp's default 0 when the key is absent.
+    pub fn unk(&self) -> Option<u32> {
+        self.unk
+    }
+
+    /// Whether SentencePiece tokenization prepends a space to the text
+    /// (`tokenizer.ggml.add_space_prefix`, default true); always false for BPE, which never
+    /// reads the key.
+    pub fn add_space_prefix(&self) -> bool {
+        match &self.model {
+            Model::Spm(spm) => spm.add_space_prefix,
+            Model::Bpe { .. } => false,
+        }
     }
 
     /// End-of-turn token: `tokenizer.ggml.eot_token_id`, else the first of `<|eot_id|>`,
@@ -443,7 +531,7 @@ impl Tokenizer {
 
     /// Whether `tokenize(.., add_special = true, ..)` prepends BOS
     /// (`tokenizer.ggml.add_bos_token`; without the key, as llama.cpp: true for the llama3
-    /// pre-tokenizer, false for the default one).
+    /// pre-tokenizer, false for the default one; true for SentencePiece).
     pub fn add_bos(&self) -> bool {
         self.add_bos
     }
@@ -454,7 +542,8 @@ impl Tokenizer {
         self.add_eos
     }
 
-    /// The stored text of token `id` (byte-level form for BPE tokens).
+    /// The stored text of token `id` (byte-level form for BPE tokens, `▁` for spaces in
+    /// SentencePiece tokens).
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
@@ -474,21 +563,23 @@ impl Tokenizer {
         self.scores.get(id as usize).copied()
     }
 
-    /// The `tokenizer.ggml.model` value (`gpt2`).
+    /// The `tokenizer.ggml.model` value (`gpt2` or `llama`).
     pub fn model_name(&self) -> &str {
         &self.model_name
     }
 
     /// The pre-tokenizer in effect: the `tokenizer.ggml.pre` value (or the override), or
-    /// `default` when the key is absent.
+    /// `default` when the key is absent. Always `default` for SentencePiece (llama.cpp's
+    /// `type_pre` for SPM; there is no pre-tokenizer).
     pub fn pre_tokenizer_name(&self) -> &str {
         &self.pre_name
     }
 
-    /// Number of distinct BPE merge pairs.
+    /// Number of distinct BPE merge pairs (0 for SentencePiece, which merges by score).
     pub fn n_merges(&self) -> usize {
         match &self.model {
             Model::Bpe { bpe, .. } => bpe.n_merges(),
+            Model::Spm(_) => 0,
         }
     }
 }
