@@ -326,7 +326,7 @@ fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
         }
         // docs/format.md §1.6: `ne1 % 4 == 0` (which implies `rows % 4 == 0` for 3-D and 4-D).
         if ne.len() < 2 || ne[1] % 4 != 0 {
-            return Err(Error::tensor(name, format!("I2_S needs a matrix with a multiple of 4 rows, got ne {ne:?}")));
+            return Err(Error::tensor(name, format!("I2_S needs a matrix whose ne1 is a multiple of 4, got ne {ne:?}")));
         }
     }
     if let Some((blk, _)) = dtype.block() {
