@@ -19,6 +19,9 @@ pub enum DType {
     /// Per-token int8 activations: each row of K values is stored as K `i8`, then the f32
     /// scale `s` (q = round(x·s)) and the i32 sum of the row's q, 8 bytes in all.
     Q8Tok,
+    /// Per-256-block int8 activations (ggml Q8_K as bitnet.cpp uses it with TQ weights):
+    /// each block is an f32 scale `d` then 256 `i8` (260 bytes).
+    Q8K,
     /// ggml Q8_0: blocks of 32 `i8` with one f16 scale (34 bytes).
     Q8_0,
     /// ggml Q4_0: blocks of 32 4-bit values with one f16 scale (18 bytes).
@@ -40,6 +43,7 @@ impl DType {
             DType::BF16 => "bf16",
             DType::I32 => "i32",
             DType::Q8Tok => "q8_tok",
+            DType::Q8K => "q8_k",
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
             DType::I2S => "i2_s",
@@ -58,6 +62,7 @@ impl DType {
             DType::Q4_0 => Some((32, 18)),
             DType::TQ1_0 => Some((256, 54)),
             DType::TQ2_0 => Some((256, 66)),
+            DType::Q8K => Some((256, 260)),
             DType::I2S | DType::Q8Tok => None,
         }
     }

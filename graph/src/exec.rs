@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use half::f16;
 
-use crate::backend::{q8tok_row_bytes, Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};
+use crate::backend::{Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{Graph, Node, NodeId};
 use crate::op::Op;
@@ -44,13 +44,12 @@ struct KvBuf {
 
 /// Byte/element count of a node output with concrete dims.
 fn alloc_len(dtype: DType, dims: &[usize]) -> usize {
+    let k = dims.last().copied().unwrap_or(1);
+    let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
     match dtype {
-        DType::Q8Tok => {
-            let k = dims.last().copied().unwrap_or(1);
-            let rows: usize = dims[..dims.len().saturating_sub(1)].iter().product();
-            rows * q8tok_row_bytes(k)
-        }
-        _ => dims.iter().product(),
+        // Elements for f32/i32 buffers; bytes for the quantized activation types.
+        DType::F32 | DType::I32 => dims.iter().product(),
+        other => other.nbytes(k, rows).unwrap_or(0),
     }
 }
 

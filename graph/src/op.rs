@@ -49,9 +49,15 @@ pub enum Op {
     /// F16-weight matmul: `w [M, K]` f16, `x [T, K]` f32 → `[T, M]` f32; the activation is
     /// rounded to f16 when T = 1 (bitnet.cpp's rule, docs/format.md §4.4).
     MatMulF16,
-    /// Q8_0-weight matmul: `w [M, K]` q8_0, `x [T, K]` f32 → `[T, M]` f32; the activation
-    /// is quantized to Q8_0 blocks of 32 first (docs/format.md §4.6.2), in every batch mode.
+    /// Block-quantized-weight matmul: `w [M, K]` q8_0 or q4_0, `x [T, K]` f32 → `[T, M]`
+    /// f32; the activation is quantized to Q8_0 blocks of 32 first (docs/format.md §4.6.2),
+    /// in every batch mode.
     MatMulQ8_0,
+    /// Per-256-block int8 activation quantization for TQ weights: `x [T, K]` f32 →
+    /// `[T, K]` q8_k (reference README-more-models §4.2).
+    QuantizeQ8K,
+    /// Ternary block matmul: `w [M, K]` tq2_0 or tq1_0, `x [T, K]` q8_k → `[T, M]` f32.
+    MatMulTQ,
     /// Reinterprets the input with another shape of the same element count.
     Reshape {
         /// The new shape.
@@ -81,6 +87,9 @@ pub enum Op {
         /// Score scale (`1/sqrt(head_dim)`).
         scale: f32,
     },
+    /// Multiplies every element by a one-element f32 weight: `x [..]`, `s [1]` → `[..]`
+    /// (the optional per-matrix `*.scale` tensors of arch `bitnet`).
+    Scale,
     /// Elementwise sum of two equal shapes.
     Add,
     /// Elementwise product of two equal shapes.
@@ -161,9 +170,12 @@ impl Op {
             Op::MatMulI2S => "MatMulI2S",
             Op::MatMulF16 => "MatMulF16",
             Op::MatMulQ8_0 => "MatMulQ8_0",
+            Op::QuantizeQ8K => "QuantizeQ8K",
+            Op::MatMulTQ => "MatMulTQ",
             Op::Reshape { .. } => "Reshape",
             Op::Rope { .. } => "Rope",
             Op::Attention { .. } => "Attention",
+            Op::Scale => "Scale",
             Op::Add => "Add",
             Op::Mul => "Mul",
             Op::Relu => "Relu",
@@ -185,9 +197,12 @@ impl Op {
             "MatMulI2S",
             "MatMulF16",
             "MatMulQ8_0",
+            "QuantizeQ8K",
+            "MatMulTQ",
             "Reshape",
             "Rope",
             "Attention",
+            "Scale",
             "Add",
             "Mul",
             "Relu",
@@ -227,14 +242,18 @@ impl Op {
             | Op::Weight { .. }
             | Op::Embedding
             | Op::QuantizeI8
+            | Op::QuantizeQ8K
             | Op::Reshape { .. }
             | Op::SelectOutputs
+            | Op::Scale
             | Op::Add
             | Op::Mul
             | Op::Relu
             | Op::Sqr => Tolerance::Exact,
             // Integer dot product; the float epilogue is three f32 ops in a fixed order.
             Op::MatMulI2S => Tolerance::Exact,
+            // Integer lane sums, then f32 multiply-adds in a fixed order.
+            Op::MatMulTQ => Tolerance::Close { abs: 1e-5, rel: 1e-5 },
             Op::RmsNorm { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
             Op::Rope { .. } => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
             Op::Silu => Tolerance::Close { abs: 1e-6, rel: 1e-5 },
@@ -247,13 +266,15 @@ impl Op {
     pub fn arity(&self) -> usize {
         match self {
             Op::InputTokens | Op::InputPositions | Op::Weight { .. } => 0,
-            Op::QuantizeI8 | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu | Op::SelectOutputs => 1,
+            Op::QuantizeI8 | Op::QuantizeQ8K | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu | Op::SelectOutputs => 1,
             Op::Embedding
             | Op::RmsNorm { .. }
             | Op::MatMulI2S
             | Op::MatMulF16
             | Op::MatMulQ8_0
+            | Op::MatMulTQ
             | Op::Rope { .. }
+            | Op::Scale
             | Op::Add
             | Op::Mul => 2,
             Op::Attention { .. } => 4,
@@ -289,13 +310,23 @@ impl Op {
                 want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
                 Ok(TensorFact::new(DType::Q8Tok, inputs[0].shape.clone()))
             }
-            Op::MatMulI2S | Op::MatMulF16 | Op::MatMulQ8_0 => {
-                let (wty, xty) = match self {
-                    Op::MatMulI2S => (DType::I2S, DType::Q8Tok),
-                    Op::MatMulQ8_0 => (DType::Q8_0, DType::F32),
-                    _ => (DType::F16, DType::F32),
+            Op::QuantizeQ8K => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
+                match inputs[0].shape.dims()[1] {
+                    Dim::Fixed(k) if k % 256 == 0 => {}
+                    other => return Err(InferError::Other(format!("width {other} is not a multiple of 256"))),
+                }
+                Ok(TensorFact::new(DType::Q8K, inputs[0].shape.clone()))
+            }
+            Op::MatMulI2S | Op::MatMulF16 | Op::MatMulQ8_0 | Op::MatMulTQ => {
+                let (wty, xty): (&[DType], DType) = match self {
+                    Op::MatMulI2S => (&[DType::I2S], DType::Q8Tok),
+                    Op::MatMulQ8_0 => (&[DType::Q8_0, DType::Q4_0], DType::F32),
+                    Op::MatMulTQ => (&[DType::TQ2_0, DType::TQ1_0], DType::Q8K),
+                    _ => (&[DType::F16], DType::F32),
                 };
-                want_dtype(inputs, 0, &[wty])?;
+                want_dtype(inputs, 0, wty)?;
                 want_dtype(inputs, 1, &[xty])?;
                 want_rank(inputs, 0, 2, Shape::new([Dim::Fixed(0), Dim::Fixed(0)]))?;
                 want_rank(inputs, 1, 2, Shape::new([t, Dim::Fixed(0)]))?;
@@ -350,6 +381,12 @@ impl Op {
                 want_shape(inputs, 2, kv)?;
                 want_shape(inputs, 3, Shape::new([t]))?;
                 Ok(TensorFact::new(DType::F32, Shape::new([t, Dim::Fixed(n_head * head_dim)])))
+            }
+            Op::Scale => {
+                want_dtype(inputs, 0, &[DType::F32])?;
+                want_dtype(inputs, 1, &[DType::F32])?;
+                want_shape(inputs, 1, Shape::fixed(&[1]))?;
+                Ok(inputs[0].clone())
             }
             Op::Add | Op::Mul => {
                 want_dtype(inputs, 0, &[DType::F32])?;

@@ -131,8 +131,8 @@ impl OpCase {
         let inputs: Vec<TensorRef<'_>> = self.inputs.iter().map(Tensor::view).collect();
         let (dtype, dims) = &self.out;
         let n: usize = match dtype {
-            DType::Q8Tok => dims[..dims.len() - 1].iter().product::<usize>() * q8tok_row_bytes(*dims.last().unwrap()),
-            _ => dims.iter().product(),
+            DType::F32 | DType::I32 => dims.iter().product(),
+            other => other.nbytes(*dims.last().unwrap(), dims[..dims.len() - 1].iter().product()).unwrap(),
         };
         const GUARD: usize = 17;
         let mut kv = self.kv.clone();
@@ -205,6 +205,15 @@ fn q8_0_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
     for _ in 0..m * k / 32 {
         out.extend(f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
         out.extend((0..32).map(|_| (rng.below(255) as i32 - 127) as i8 as u8));
+    }
+    out
+}
+
+fn q4_0_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..m * k / 32 {
+        out.extend(f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
+        out.extend((0..16).map(|_| rng.next() as u8));
     }
     out
 }
@@ -292,10 +301,43 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
         "MatMulQ8_0" => {
             let (m, k, t) = (rng.pick(ROWS), 32 * rng.pick(&[1, 3, 8, 12, 80]), rng.pick(TOKENS));
             let x = rng.activations(t * k);
+            let (wty, w) = if rng.below(2) == 0 { (DType::Q8_0, q8_0_rows(rng, m, k)) } else { (DType::Q4_0, q4_0_rows(rng, m, k)) };
             OpCase {
-                id: format!("MatMulQ8_0(m={m},k={k},t={t})"),
+                id: format!("MatMulQ8_0(w={wty},m={m},k={k},t={t})"),
                 op: Op::MatMulQ8_0,
-                inputs: vec![Tensor::bytes(DType::Q8_0, &[m, k], q8_0_rows(rng, m, k)), Tensor::f32(&[t, k], x)],
+                inputs: vec![Tensor::bytes(wty, &[m, k], w), Tensor::f32(&[t, k], x)],
+                out: (DType::F32, vec![t, m]),
+                kv: None,
+            }
+        }
+        "QuantizeQ8K" => {
+            let (t, k) = (rng.pick(TOKENS), 256 * rng.pick(&[1, 2, 10]));
+            let x = rng.activations(t * k);
+            OpCase { id: format!("QuantizeQ8K(shape=[{t},{k}])"), op: Op::QuantizeQ8K, inputs: vec![Tensor::f32(&[t, k], x)], out: (DType::Q8K, vec![t, k]), kv: None }
+        }
+        "MatMulTQ" => {
+            let (m, k, t) = (rng.pick(ROWS), 256 * rng.pick(&[1, 2, 3, 10, 27]), rng.pick(TOKENS));
+            let wty = rng.pick(&[DType::TQ2_0, DType::TQ1_0]);
+            let mut w = Vec::new();
+            for _ in 0..m * k / 256 {
+                let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
+                let d = f16::from_f32(rng.f32(0.001, 0.1));
+                if wty == DType::TQ2_0 {
+                    w.extend(graph::quant::pack_tq2_0(&codes, d));
+                } else {
+                    w.extend(graph::quant::pack_tq1_0(&codes, d));
+                }
+            }
+            let mut xq = Vec::new();
+            for _ in 0..t * k / 256 {
+                let extreme = rng.below(4) == 0;
+                xq.extend(rng.f32(1e-4, 0.1).to_le_bytes());
+                xq.extend((0..256).map(|_| if extreme { 127u8 } else { (rng.below(255) as i32 - 127) as i8 as u8 }));
+            }
+            OpCase {
+                id: format!("MatMulTQ(w={wty},m={m},k={k},t={t})"),
+                op: Op::MatMulTQ,
+                inputs: vec![Tensor::bytes(wty, &[m, k], w), Tensor::bytes(DType::Q8K, &[t, k], xq)],
                 out: (DType::F32, vec![t, m]),
                 kv: None,
             }
@@ -353,6 +395,12 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: Some((k, v, stride)),
             }
         }
+        "Scale" => {
+            let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
+            let x = rng.activations(t * d);
+            let sc = rng.f32(-2.0, 2.0);
+            OpCase { id: format!("Scale(shape=[{t},{d}],s={sc})"), op: Op::Scale, inputs: vec![Tensor::f32(&[t, d], x), Tensor::f32(&[1], vec![sc])], out: (DType::F32, vec![t, d]), kv: None }
+        }
         "Add" | "Mul" => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
             let (a, b) = (rng.activations(t * d), rng.activations(t * d));
@@ -397,9 +445,12 @@ pub const CASE_OPS: &[&str] = &[
     "MatMulI2S",
     "MatMulF16",
     "MatMulQ8_0",
+    "QuantizeQ8K",
+    "MatMulTQ",
     "Reshape",
     "Rope",
     "Attention",
+    "Scale",
     "Add",
     "Mul",
     "Relu",

@@ -76,6 +76,7 @@ pub fn greedy(ex: &mut Executor<'_>, last: &[f32], pos0: usize, n: usize) -> (Ve
 }
 
 pub mod cases;
+pub mod parity;
 
 /// Runs one generated case of `op` (from `seed`) on `candidate` and on the scalar reference,
 /// and compares: output under the op's tolerance (integer outputs exactly), KV cache
@@ -130,14 +131,15 @@ macro_rules! backend_suite {
         mod $modname {
             $crate::backend_suite!(@ops $ctor;
                 embedding "Embedding", rms_norm "RmsNorm", quantize_i8 "QuantizeI8", matmul_i2s "MatMulI2S",
-                matmul_f16 "MatMulF16", matmul_q8_0 "MatMulQ8_0", reshape "Reshape", rope "Rope",
-                attention "Attention", add "Add", mul "Mul", relu "Relu", sqr "Sqr", silu "Silu",
+                matmul_f16 "MatMulF16", matmul_q8_0 "MatMulQ8_0", quantize_q8k "QuantizeQ8K", matmul_tq "MatMulTQ",
+                reshape "Reshape", rope "Rope",
+                attention "Attention", scale "Scale", add "Add", mul "Mul", relu "Relu", sqr "Sqr", silu "Silu",
                 select_outputs "SelectOutputs");
 
             #[test]
             fn suite_covers_every_op() {
                 let covered: Vec<&str> = vec!["Embedding", "RmsNorm", "QuantizeI8", "MatMulI2S", "MatMulF16", "MatMulQ8_0",
-                    "Reshape", "Rope", "Attention", "Add", "Mul", "Relu", "Sqr", "Silu", "SelectOutputs"];
+                    "QuantizeQ8K", "MatMulTQ", "Reshape", "Rope", "Attention", "Scale", "Add", "Mul", "Relu", "Sqr", "Silu", "SelectOutputs"];
                 for op in graph::Op::all_names() {
                     assert!(
                         covered.contains(op) || $crate::cases::SOURCE_OPS.contains(op),

@@ -2,162 +2,19 @@
 //! logits in both batch modes, 32-token greedy continuations, and every intermediate tensor
 //! of prompt p1 node by node. Run with `--release`.
 
-use std::collections::HashMap;
-
-use gguf::lower::names::reference_entry;
+use ops_tests::parity::*;
 use ops_tests::*;
 
 const MODEL: &str = "tiny-i2_s.gguf";
 
-struct Prompt {
-    id: String,
-    tokens: Vec<u32>,
-    logits_file: Option<String>,
-    gen_tokens: Vec<u32>,
-    gaps: Vec<f64>,
-}
-
-fn prompts(dir: &str) -> Vec<Prompt> {
-    let idx = shared_json(&format!("{dir}/index.json"));
-    idx["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let ids = |k: &str| p[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect::<Vec<_>>();
-            let file = p["logits_file"].as_str().map(|f| f.to_string()).filter(|f| shared(&format!("{dir}/{f}")).exists());
-            Prompt {
-                id: p["id"].as_str().unwrap().to_string(),
-                tokens: ids("prompt_tokens"),
-                logits_file: file,
-                gen_tokens: ids("gen_tokens"),
-                gaps: p["gen_steps"].as_array().unwrap().iter().map(|s| s["gap_top1_top2"].as_f64().unwrap()).collect(),
-            }
-        })
-        .collect()
-}
-
-/// Compares our prompt logits with the reference's (full file or compact top-64) and
-/// returns (max |Δ|, argmax disagreements at positions whose reference gap ≥ 1e-3).
-fn compare_prompt_logits(dir: &str, p: &Prompt, got: &[f32], n_vocab: usize) -> (f32, usize) {
-    let n = p.tokens.len();
-    let (mut maxd, mut bad) = (0.0f32, 0usize);
-    if let Some(f) = &p.logits_file {
-        let r = gguf::npy::read_f32(shared(&format!("{dir}/{f}"))).unwrap();
-        assert_eq!(r.shape, vec![n, n_vocab]);
-        for pos in 0..n {
-            let (g, w) = (&got[pos * n_vocab..(pos + 1) * n_vocab], &r.data[pos * n_vocab..(pos + 1) * n_vocab]);
-            maxd = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(maxd, f32::max);
-            let mut sorted: Vec<f32> = w.to_vec();
-            sorted.sort_by(|a, b| b.partial_cmp(a).unwrap());
-            if sorted[0] - sorted[1] >= 1e-3 && argmax(g) != argmax(w) {
-                bad += 1;
-            }
-        }
-    } else {
-        let ids = gguf::npy::read_i32(shared(&format!("{dir}/compact/{}_top64_ids.npy", p.id))).unwrap();
-        let vals = gguf::npy::read_f32(shared(&format!("{dir}/compact/{}_top64_logits.npy", p.id))).unwrap();
-        assert_eq!(ids.shape, vec![n, 64]);
-        for pos in 0..n {
-            let g = &got[pos * n_vocab..(pos + 1) * n_vocab];
-            for j in 0..64 {
-                let id = ids.data[pos * 64 + j] as usize;
-                maxd = maxd.max((g[id] - vals.data[pos * 64 + j]).abs());
-            }
-            let gap = vals.data[pos * 64] - vals.data[pos * 64 + 1];
-            if gap >= 1e-3 && argmax(g) != ids.data[pos * 64] as usize {
-                bad += 1;
-            }
-        }
-    }
-    (maxd, bad)
-}
-
-fn run_mode(dir: &str, ubatch: usize) {
-    let file = open_model(MODEL);
-    let n_vocab = 128256;
-    let mut worst = 0.0f32;
-    for p in prompts(dir) {
-        let mut ex = executor(&file, None, 512);
-        let logits = prompt_logits(&mut ex, &p.tokens, ubatch);
-        let (maxd, bad) = compare_prompt_logits(dir, &p, &logits, n_vocab);
-        worst = worst.max(maxd);
-        println!("{dir} ubatch {ubatch} {}: {} positions, max |Δlogit| {maxd:e}, argmax mismatches (gap ≥ 1e-3): {bad}", p.id, p.tokens.len());
-        assert_eq!(bad, 0, "{}: argmax differs at a position with a clear top-1", p.id);
-        assert!(maxd <= 1e-2, "{}: max |Δlogit| {maxd} exceeds 1e-2", p.id);
-
-        let last = &logits[logits.len() - n_vocab..];
-        let (gen, _) = greedy(&mut ex, last, p.tokens.len(), 32);
-        if let Some(k) = gen.iter().zip(&p.gen_tokens).position(|(a, b)| a != b) {
-            let gap = p.gaps[k];
-            println!("{}: greedy diverges at step {k} where the reference's top-1/top-2 gap is {gap:e}", p.id);
-            assert!(gap < 1e-3, "{}: greedy token {k} is {} but the reference has {} (gap {gap})", p.id, gen[k], p.gen_tokens[k]);
-        } else {
-            println!("{}: 32 greedy tokens identical", p.id);
-        }
-    }
-    println!("{dir}: worst max |Δlogit| over all prompts: {worst:e}");
-}
-
 #[test]
 fn batched_prompt_matches_reference() {
-    run_mode("reference/tiny-i2_s", 512);
+    run_mode(MODEL, "reference/tiny-i2_s", 512);
 }
 
 #[test]
 fn token_by_token_prompt_matches_reference() {
-    run_mode("reference/tiny-i2_s/seq", 1);
-}
-
-/// Compares every mapped node of the forward passes of a dump folder with our executor's
-/// outputs. `prefill` runs first without checks (it fills the KV cache, for dumps of a
-/// generation step); `passes` are (tokens, pos0, n_outputs), run in order on one KV cache,
-/// each matched with its slice of the dump. Reports the first node that differs.
-fn compare_nodes(dump_dir: &str, prefill: &[u32], passes: &[(Vec<u32>, usize, usize)]) {
-    let file = open_model(MODEL);
-    let index = shared_json(&format!("{dump_dir}/index.json"));
-    let entries = index["tensors"].as_array().unwrap();
-    let per_pass = entries.len() / passes.len();
-    let mut ex = executor(&file, None, 512);
-    if !prefill.is_empty() {
-        ex.forward(prefill, 0, 1).unwrap();
-    }
-    let mut checked = 0usize;
-    for (pi, (tokens, pos0, n_out)) in passes.iter().enumerate() {
-        // (name, op, occurrence within the pass) → dump entry
-        let mut seen: HashMap<(String, String), usize> = HashMap::new();
-        let mut table: HashMap<(String, String, usize), &serde_json::Value> = HashMap::new();
-        for e in &entries[pi * per_pass..(pi + 1) * per_pass] {
-            let key = (e["name"].as_str().unwrap().to_string(), e["op"].as_str().unwrap().to_string());
-            let occ = seen.entry(key.clone()).or_insert(0);
-            table.insert((key.0, key.1, *occ), e);
-            *occ += 1;
-        }
-        let mut failures: Vec<String> = Vec::new();
-        let mut obs = |_id: usize, node: &graph::Node, out: graph::TensorRef<'_>| {
-            let Some(r) = reference_entry(&node.name) else { return };
-            let Some(e) = table.get(&(r.name.clone(), r.op.to_string(), r.occurrence)) else {
-                failures.push(format!("{}: no reference entry {:?}", node.name, r));
-                return;
-            };
-            let want = gguf::npy::read_f32(shared(&format!("{dump_dir}/{}", e["file"].as_str().unwrap()))).unwrap();
-            let got = out.f32().unwrap();
-            if got.len() != want.data.len() {
-                failures.push(format!("{}: {} values, reference {}", node.name, got.len(), want.data.len()));
-                return;
-            }
-            let diff = got.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            let maxd = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            if diff > 0 {
-                failures.push(format!("{} ({} {}): {diff} of {} values differ, max |Δ| {maxd:e}", node.name, r.name, r.op, got.len()));
-            }
-            checked += 1;
-        };
-        ex.forward_observed(tokens, *pos0, *n_out, Some(&mut obs)).unwrap();
-        assert!(failures.is_empty(), "{dump_dir} pass {pi}: first differing node: {}\nall: {failures:#?}", failures[0]);
-    }
-    println!("{dump_dir}: {checked} node outputs bit-identical to the reference");
-    assert!(checked >= passes.len() * 40, "only {checked} nodes were compared");
+    run_mode(MODEL, "reference/tiny-i2_s/seq", 1);
 }
 
 fn p1_tokens() -> Vec<u32> {
@@ -167,7 +24,7 @@ fn p1_tokens() -> Vec<u32> {
 #[test]
 fn p1_intermediate_tensors_batched() {
     let t = p1_tokens();
-    compare_nodes("reference/tiny-i2_s/tensors", &[], &[(t.clone(), 0, t.len())]);
+    compare_nodes(MODEL, "reference/tiny-i2_s/tensors", &[], &[(t.clone(), 0, t.len())]);
 }
 
 #[test]
@@ -176,12 +33,12 @@ fn p1_intermediate_tensors_first_generation_step() {
     let idx = shared_json("reference/tiny-i2_s/tensors_gen0/index.json");
     let (token, pos) = (idx["token"].as_u64().unwrap() as u32, idx["pos"].as_u64().unwrap() as usize);
     assert_eq!(pos, t.len());
-    compare_nodes("reference/tiny-i2_s/tensors_gen0", &t, &[(vec![token], pos, 1)]);
+    compare_nodes(MODEL, "reference/tiny-i2_s/tensors_gen0", &t, &[(vec![token], pos, 1)]);
 }
 
 #[test]
 fn p1_intermediate_tensors_token_by_token() {
     let t = p1_tokens();
     let passes: Vec<(Vec<u32>, usize, usize)> = t.iter().enumerate().map(|(i, &tok)| (vec![tok], i, 1)).collect();
-    compare_nodes("reference/tiny-i2_s/seq/tensors", &[], &passes);
+    compare_nodes(MODEL, "reference/tiny-i2_s/seq/tensors", &[], &passes);
 }

@@ -103,8 +103,7 @@ fn matmul_f16_vs_f64() {
 fn matmul_q8_0_vs_f64() {
     each("MatMulQ8_0", 40, |c, out| {
         let (m, k, t) = (c.inputs[0].dims[0], c.inputs[0].dims[1], c.inputs[1].dims[0]);
-        let mut w = vec![0.0f32; m * k];
-        graph::quant::decode_q8_0(&c.inputs[0].b, &mut w);
+        let w = gguf::types::decode_to_f32(c.inputs[0].dtype, &c.inputs[0].b, m * k);
         for tt in 0..t {
             let x = &c.inputs[1].f[tt * k..(tt + 1) * k];
             if x.chunks(32).any(|b| b.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0 < 6.1e-5) {
@@ -225,5 +224,48 @@ fn data_movement_ops_copy_exactly() {
     each("SelectOutputs", 20, |c, out| {
         let x = &c.inputs[0].f;
         assert_eq!(out.f[..], x[x.len() - out.f.len()..]);
+    });
+}
+
+#[test]
+fn matmul_tq_vs_f64() {
+    each("MatMulTQ", 40, |c, out| {
+        let (m, k, t) = (c.inputs[0].dims[0], c.inputs[0].dims[1], c.inputs[1].dims[0]);
+        let w = gguf::types::decode_to_f32(c.inputs[0].dtype, &c.inputs[0].b, m * k);
+        let row = k / 256 * 260;
+        for tt in 0..t {
+            let a = &c.inputs[1].b[tt * row..(tt + 1) * row];
+            // dequantized Q8_K activation: d · q per block
+            let x: Vec<f64> = a
+                .chunks(260)
+                .flat_map(|b| {
+                    let d = f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    b[4..].iter().map(move |&q| d * f64::from(q as i8))
+                })
+                .collect();
+            for r in 0..m {
+                let want: f64 = (0..k).map(|i| f64::from(w[r * k + i]) * x[i]).sum();
+                let scale: f64 = (0..k).map(|i| (f64::from(w[r * k + i]) * x[i]).abs()).sum();
+                close(&c.id, out.f[tt * m + r], want, 1e-6 * scale + 1e-30, 0.0);
+            }
+        }
+    });
+}
+
+#[test]
+fn quantize_q8k_properties() {
+    each("QuantizeQ8K", 40, |c, out| {
+        for (x, b) in c.inputs[0].f.chunks(256).zip(out.b.chunks(260)) {
+            let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            if amax == 0.0 {
+                assert!(d == 0.0 && b[4..].iter().all(|&q| q == 0), "{}: zero block", c.id);
+                continue;
+            }
+            for (&v, &q) in x.iter().zip(&b[4..]) {
+                let q = f64::from(q as i8);
+                assert!((q * f64::from(d) - f64::from(v)).abs() <= 0.5001 * f64::from(d).abs(), "{}: {v} → {q}·{d}", c.id);
+            }
+        }
     });
 }

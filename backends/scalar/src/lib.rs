@@ -68,7 +68,9 @@ impl Backend for ScalarBackend {
             Op::QuantizeI8 => "quantize_row_i8_ref".into(),
             Op::MatMulI2S => "vec_dot_i2s_i8_ref".into(),
             Op::MatMulF16 => "vec_dot_f16_ref (T=1) | vec_dot_f16_f32_ref".into(),
-            Op::MatMulQ8_0 => "vec_dot_q8_0_q8_0_ref".into(),
+            Op::MatMulQ8_0 => format!("vec_dot_{wty}_q8_0_ref"),
+            Op::QuantizeQ8K => "quantize_row_q8_k_ref".into(),
+            Op::MatMulTQ => format!("vec_dot_{wty}_q8_k_ref"),
             Op::Rope { style: RopeStyle::Neox, .. } => "rope_neox_f32_ref".into(),
             Op::Rope { style: RopeStyle::Norm, .. } => "rope_norm_f32_ref".into(),
             Op::Attention { .. } => "attn_f16kv_ref".into(),
@@ -142,15 +144,46 @@ impl Backend for ScalarBackend {
             Op::MatMulQ8_0 => {
                 let w = inputs[0].bytes()?;
                 let (m, kk) = (inputs[0].dims[0], inputs[0].dims[1]);
+                let wty = inputs[0].dtype;
                 let x = inputs[1].f32()?;
                 let o = out.f32()?;
-                let row_bytes = kk / 32 * 34;
-                // w: [M] rows of K/32 Q8_0 blocks; x: [T, K] → Q8_0 activation blocks; o: [T, M]
+                let w_row = wty.nbytes(kk, 1).ok_or_else(|| fail(op, "bad row size"))?;
+                let a_row = kk / 32 * 34;
+                let dot = if wty == DType::Q4_0 { k::vec_dot_q4_0_q8_0 } else { k::vec_dot_q8_0_q8_0 };
+                // w: [M] rows of K/32 blocks; x: [T, K] → Q8_0 activation blocks; o: [T, M]
                 for (orow, xrow) in o.chunks_mut(m).zip(x.chunks(kk)) {
-                    let mut a = vec![0u8; row_bytes];
+                    let mut a = vec![0u8; a_row];
                     k::quantize_row_q8_0_act(xrow, &mut a);
                     orow.par_iter_mut().with_min_len(ROWS_PER_TASK).enumerate().for_each(|(r, y)| {
-                        *y = k::vec_dot_q8_0_q8_0(&w[r * row_bytes..(r + 1) * row_bytes], &a);
+                        *y = dot(&w[r * w_row..(r + 1) * w_row], &a);
+                    });
+                }
+                Ok(())
+            }
+            Op::QuantizeQ8K => {
+                let x = inputs[0].f32()?;
+                let kk = inputs[0].dims[1];
+                let o = out.bytes()?;
+                let row = kk / 256 * k::Q8K_BLOCK_BYTES;
+                // x: [T, K] → o: [T] rows of K/256 blocks (f32 d, 256 i8)
+                for (orow, xrow) in o.chunks_mut(row).zip(x.chunks(kk)) {
+                    k::quantize_row_q8_k(xrow, orow);
+                }
+                Ok(())
+            }
+            Op::MatMulTQ => {
+                let w = inputs[0].bytes()?;
+                let (m, kk) = (inputs[0].dims[0], inputs[0].dims[1]);
+                let wty = inputs[0].dtype;
+                let xq = inputs[1].bytes()?;
+                let o = out.f32()?;
+                let w_row = wty.nbytes(kk, 1).ok_or_else(|| fail(op, "bad row size"))?;
+                let a_row = kk / 256 * k::Q8K_BLOCK_BYTES;
+                let dot = if wty == DType::TQ1_0 { k::vec_dot_tq1_0_q8_k } else { k::vec_dot_tq2_0_q8_k };
+                // w: [M] rows of K/256 blocks; xq: [T] q8_k rows; o: [T, M]
+                for (orow, a) in o.chunks_mut(m).zip(xq.chunks(a_row)) {
+                    orow.par_iter_mut().with_min_len(ROWS_PER_TASK).enumerate().for_each(|(r, y)| {
+                        *y = dot(&w[r * w_row..(r + 1) * w_row], a);
                     });
                 }
                 Ok(())
@@ -173,6 +206,13 @@ impl Backend for ScalarBackend {
             Op::Attention { n_head, n_head_kv, head_dim, scale, .. } => {
                 let kv = kv.ok_or_else(|| fail(op, "no KV cache"))?;
                 attention(op, inputs, out, kv, *n_head, *n_head_kv, *head_dim, *scale)
+            }
+            Op::Scale => {
+                let (x, sc) = (inputs[0].f32()?, inputs[1].f32()?[0]);
+                for (o, &x) in out.f32()?.iter_mut().zip(x) {
+                    *o = x * sc;
+                }
+                Ok(())
             }
             Op::Add | Op::Mul => {
                 let (a, b) = (inputs[0].f32()?, inputs[1].f32()?);

@@ -49,7 +49,7 @@ pub fn ggml_from_dtype(d: DType) -> Option<u32> {
         DType::TQ1_0 => 34,
         DType::TQ2_0 => 35,
         DType::I2S => 36,
-        DType::I32 | DType::Q8Tok => return None,
+        DType::I32 | DType::Q8Tok | DType::Q8K => return None,
     })
 }
 
@@ -66,7 +66,7 @@ pub fn decode_to_f32(dtype: DType, data: &[u8], n: usize) -> Vec<f32> {
         DType::I2S => decode_i2s(data, n, &mut out),
         DType::TQ1_0 => decode_tq1_0(data, &mut out),
         DType::TQ2_0 => decode_tq2_0(data, &mut out),
-        DType::I32 | DType::Q8Tok => {}
+        DType::I32 | DType::Q8Tok | DType::Q8K => {}
     }
     out
 }

@@ -18,20 +18,28 @@
 //! - ggml's vector `exp` and the softmax built on it: [`softmax`].
 //! - The two F16 dot products (`dot16`, `dotblas`) and f16 rounding: [`f16dot`].
 //! - The Q8_0 activation quantizer and the Q8_0 × Q8_0 block dot product: [`q8_0`].
+//! - The Q4_0 × Q8_0 block dot product (Q4_0 output head): [`q4_0`].
+//! - The Q8_K activation quantizer and the TQ2_0 / TQ1_0 × Q8_K dot products: [`tq`].
 
 pub mod f16dot;
 pub mod i2s;
 pub mod norm;
+pub mod q4_0;
 pub mod q8_0;
 pub mod rope;
 pub mod softmax;
+pub mod tq;
 
 pub use f16dot::{f16_round, vec_dot_f16, vec_dot_f16_f32};
 pub use i2s::{i2s_output, quantize_row_i8, vec_dot_i2s_i8};
 pub use norm::rms_norm_f32;
+pub use q4_0::{vec_dot_q4_0_q8_0, Q4_0_BLOCK, Q4_0_BLOCK_BYTES};
 pub use q8_0::{quantize_row_q8_0_act, vec_dot_q8_0_q8_0, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 pub use rope::rope_f32;
 pub use softmax::{softmax_f32, vexp_f32};
+pub use tq::{
+    quantize_row_q8_k, vec_dot_tq1_0_q8_k, vec_dot_tq2_0_q8_k, Q8K_BLOCK, Q8K_BLOCK_BYTES, TQ1_0_BLOCK_BYTES, TQ2_0_BLOCK_BYTES,
+};
 
 /// A tiny deterministic generator for the unit tests (xorshift64*).
 #[cfg(test)]

@@ -8,31 +8,23 @@
 //! logits = token_embd · output_norm(x)       (tied head; `output.weight` is ignored)
 //! ```
 
-use graph::{Graph, Op, RopeStyle};
+use graph::{Graph, RopeStyle};
 
 use crate::error::Result;
-use crate::lower::blocks::{FfnAct, Lowerer};
+use crate::lower::blocks::{ArchBlocks, BlockNames, FfnAct, Lowerer};
 use crate::lower::hparams::HParams;
 use crate::reader::GgufFile;
 
+/// The blocks of this architecture.
+pub const BLOCKS: ArchBlocks = ArchBlocks {
+    rope: RopeStyle::Neox,
+    sub_norms: true,
+    act: FfnAct::ReluSqr,
+    scales: false,
+    names: BlockNames { attn: "kqv_out", wo: "attn_o_out", ffn_prod: "ffn_out", ffn_down: "ffn_down" },
+};
+
 /// Lowers a `bitnet-b1.58` file.
 pub fn lower(file: &GgufFile, hp: &HParams) -> Result<Graph> {
-    let mut lw = Lowerer::new(file, &hp.arch);
-    let tokens = lw.b.add("inp_tokens", Op::InputTokens, &[])?;
-    let pos = lw.b.add("inp_pos", Op::InputPositions, &[])?;
-    let embd = lw.weight("token_embd.weight")?;
-    let mut x = lw.b.add("inp_embd", Op::Embedding, &[embd, tokens])?;
-    for l in 0..hp.n_layer {
-        let a = lw.rms_norm(&format!("attn_norm-{l}"), x, &format!("blk.{l}.attn_norm.weight"), hp.eps)?;
-        let a = lw.attention(hp, l, a, pos, RopeStyle::Neox, true)?;
-        let ffn_inp = lw.b.add(format!("ffn_inp-{l}"), Op::Add, &[a, x])?;
-        let f = lw.rms_norm(&format!("ffn_norm-{l}"), ffn_inp, &format!("blk.{l}.ffn_norm.weight"), hp.eps)?;
-        let f = lw.ffn(hp, l, f, FfnAct::ReluSqr, true)?;
-        x = lw.b.add(format!("l_out-{l}"), Op::Add, &[f, ffn_inp])?;
-    }
-    let rows = lw.b.add("result_rows", Op::SelectOutputs, &[x])?;
-    let z = lw.rms_norm("result_norm", rows, "output_norm.weight", hp.eps)?;
-    let logits = lw.linear("result_output", z, "token_embd.weight")?;
-    lw.b.output(logits);
-    Ok(lw.b.finish()?)
+    Lowerer::new(file, &hp.arch).decoder(hp, &BLOCKS, "token_embd.weight")
 }

@@ -104,6 +104,12 @@ impl HParams {
         if n_rot % 2 != 0 {
             return Err(Error::metadata(key("rope.dimension_count"), format!("{n_rot} is odd")));
         }
+        if let Some(f) = file.get(&key("rope.scaling.factor")).and_then(|v| v.as_f64()) {
+            let kind = file.get(&key("rope.scaling.type")).and_then(|v| v.as_str()).unwrap_or("linear");
+            if f != 1.0 && kind != "none" {
+                return Err(Error::metadata(key("rope.scaling.factor"), format!("{kind} RoPE scaling by {f} is not supported")));
+            }
+        }
         let eps = float("attention.layer_norm_rms_epsilon", None)?;
         let rope_base = float("rope.freq_base", Some(default_rope_base))?;
         let emb = file

@@ -1,7 +1,9 @@
 //! Lowering: one module per `general.architecture`, each reading like the architecture's
 //! block diagram, built from the shared blocks in [`blocks`].
 
+pub mod bitnet;
 pub mod bitnet_b158;
+pub mod llama;
 pub mod blocks;
 pub mod hparams;
 pub mod names;
@@ -14,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::reader::GgufFile;
 
 /// Architectures with a lowering (`general.architecture` values).
-pub const SUPPORTED_ARCHS: &[&str] = &["bitnet-b1.58", "bitnet-25"];
+pub const SUPPORTED_ARCHS: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
 
 /// A lowered model: hyperparameters and the verified graph.
 #[derive(Debug, Clone)]
@@ -42,6 +44,18 @@ pub fn lower(file: &GgufFile) -> Result<Model> {
             let g = bitnet_b158::lower(file, &hp)?;
             (hp, g)
         }
+        "bitnet" => {
+            let hp = HParams::read(file, arch, 10000.0)?;
+            check_ternary_widths(file, &hp)?;
+            let g = bitnet::lower(file, &hp)?;
+            (hp, g)
+        }
+        "llama" => {
+            let hp = HParams::read(file, arch, 10000.0)?;
+            check_ternary_widths(file, &hp)?;
+            let g = llama::lower(file, &hp)?;
+            (hp, g)
+        }
         other => return Err(ErrorKind::UnsupportedArch { arch: other.to_string(), supported: SUPPORTED_ARCHS.join(", ") }.into()),
     };
     Ok(Model { hparams, graph })
@@ -52,6 +66,13 @@ pub fn lower(file: &GgufFile) -> Result<Model> {
 fn check_ternary_widths(file: &GgufFile, hp: &HParams) -> Result<()> {
     for (what, width) in [("embedding_length", hp.n_embd), ("feed_forward_length", hp.n_ff)] {
         let uses_i2s = file.tensors().iter().any(|t| t.dtype == graph::DType::I2S);
+        let uses_tq = file.tensors().iter().any(|t| matches!(t.dtype, graph::DType::TQ1_0 | graph::DType::TQ2_0));
+        if uses_tq && width % 256 != 0 {
+            return Err(Error::metadata(
+                format!("{}.{what}", hp.arch),
+                format!("{width} is not a multiple of 256, which TQ1_0/TQ2_0 matmuls require"),
+            ));
+        }
         if uses_i2s && width % 128 != 0 {
             return Err(Error::metadata(
                 format!("{}.{what}", hp.arch),

@@ -1,0 +1,730 @@
+//! The AVX2 backend against the scalar reference, op by op and on the whole tiny model.
+//!
+//! Every supported op must reproduce the scalar backend bit for bit (NaN matches NaN).
+//! Inputs are random over awkward sizes (tails of 1..31 elements, K = 128·m for I2_S
+//! with one and two lane-wrap chunks, odd row and token counts), with extreme values
+//! (i16 lane wrap, .5 ties, zeros, ±tiny, ±huge, ±inf, NaN), slices shifted by 1..31
+//! bytes, and guard sentinels around every output. Hosts without AVX2/FMA/F16C (or with
+//! `BITNET_DISABLE_AVX2=1`) skip with a note. Run with `--release`.
+//!
+//! `avx2_kernel_throughput` (ignored) times the main kernels on both backends:
+//! `cargo test --release -p ops-tests --test avx2_kernels -- --ignored --nocapture`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use backend_avx2::Avx2Backend;
+use backend_scalar::ScalarBackend;
+use graph::backend::q8tok_row_bytes;
+use graph::{Backend, DType, Data, DataMut, Dim, KvLayer, Op, Shape, TensorFact, TensorMut, TensorRef};
+use half::f16;
+use ops_tests::*;
+
+// ---------------------------------------------------------------------------------------
+// Harness
+
+/// The AVX2 backend, or `None` with a printed note.
+fn avx2() -> Option<Avx2Backend> {
+    let b = Avx2Backend::new();
+    if b.is_none() {
+        println!("skipped: no AVX2+FMA+F16C on this CPU, or BITNET_DISABLE_AVX2 is set");
+    }
+    b
+}
+
+/// xorshift64* (deterministic test data).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Uniform in [lo, hi).
+    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn i8(&mut self) -> i8 {
+        self.next() as u8 as i8
+    }
+}
+
+/// How to fill an f32 input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fill {
+    /// Uniform in [−2, 2).
+    Normal,
+    /// Random sign and exponent over 2^±40.
+    Wide,
+    /// ±0, ±tiny, subnormals, ±huge, ±inf, .5 ties and normal values mixed.
+    Special,
+    /// Like `Special`, plus NaN.
+    WithNan,
+    /// All zeros.
+    Zeros,
+}
+
+fn fill(rng: &mut Rng, n: usize, kind: Fill) -> Vec<f32> {
+    const SPECIAL: [f32; 14] = [0.0, -0.0, 1e-38, -1e-38, 1e-45, -3e-42, 3e38, -3e38, 0.5, -2.5, 126.5, 1.0, -1.0, 1e-20];
+    (0..n)
+        .map(|_| match kind {
+            Fill::Normal => rng.f32(-2.0, 2.0),
+            Fill::Wide => {
+                let e = rng.f32(-40.0, 40.0);
+                let s = if rng.below(2) == 0 { 1.0 } else { -1.0 };
+                s * rng.f32(1.0, 2.0) * e.exp2()
+            }
+            Fill::Special | Fill::WithNan => match rng.below(if kind == Fill::WithNan { 24 } else { 22 }) {
+                0..=13 => SPECIAL[rng.below(14) as usize],
+                14 => f32::INFINITY,
+                15 => f32::NEG_INFINITY,
+                16..=21 => rng.f32(-4.0, 4.0),
+                _ => f32::NAN,
+            },
+            Fill::Zeros => 0.0,
+        })
+        .collect()
+}
+
+/// An owned input tensor, stored `off` elements (bytes for byte data) into its buffer so
+/// that kernels see shifted, unaligned slices.
+enum Buf {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    Bytes(Vec<u8>),
+}
+
+struct Input {
+    dtype: DType,
+    dims: Vec<usize>,
+    buf: Buf,
+    off: usize,
+}
+
+impl Input {
+    fn f32(dims: &[usize], v: &[f32], off: usize) -> Input {
+        let mut b = vec![f32::from_bits(0x7FC0_BEEF); off];
+        b.extend_from_slice(v);
+        Input { dtype: DType::F32, dims: dims.to_vec(), buf: Buf::F32(b), off }
+    }
+    fn i32(dims: &[usize], v: &[i32]) -> Input {
+        Input { dtype: DType::I32, dims: dims.to_vec(), buf: Buf::I32(v.to_vec()), off: 0 }
+    }
+    fn bytes(dtype: DType, dims: &[usize], v: &[u8], off: usize) -> Input {
+        let mut b = vec![0xA5u8; off];
+        b.extend_from_slice(v);
+        Input { dtype, dims: dims.to_vec(), buf: Buf::Bytes(b), off }
+    }
+    fn view(&self) -> TensorRef<'_> {
+        let data = match &self.buf {
+            Buf::F32(v) => Data::F32(&v[self.off..]),
+            Buf::I32(v) => Data::I32(&v[self.off..]),
+            Buf::Bytes(v) => Data::Bytes(&v[self.off..]),
+        };
+        TensorRef { dtype: self.dtype, dims: &self.dims, data }
+    }
+    fn fact(&self) -> TensorFact {
+        TensorFact::new(self.dtype, Shape::new(self.dims.iter().map(|&d| Dim::Fixed(d))))
+    }
+}
+
+/// A node output: f32 values or bytes.
+#[derive(Debug)]
+enum Out {
+    F32(Vec<f32>),
+    Bytes(Vec<u8>),
+}
+
+/// Guard elements on each side of an output.
+const GUARD: usize = 40;
+const SENTINEL_F32: u32 = 0x7FBA_D0D0;
+const SENTINEL_U8: u8 = 0x5C;
+
+/// Runs `op` on `b` with an output of `len` elements (bytes for q8_tok), checking that the
+/// backend supports it and wrote nothing outside the output.
+fn run_op(b: &dyn Backend, id: &str, op: &Op, inputs: &[Input], out_dtype: DType, out_dims: &[usize], len: usize) -> Out {
+    run_op_kv(b, id, op, inputs, out_dtype, out_dims, len, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_op_kv(
+    b: &dyn Backend,
+    id: &str,
+    op: &Op,
+    inputs: &[Input],
+    out_dtype: DType,
+    out_dims: &[usize],
+    len: usize,
+    kv: Option<&mut KvLayer<'_>>,
+) -> Out {
+    let facts: Vec<TensorFact> = inputs.iter().map(Input::fact).collect();
+    let frefs: Vec<&TensorFact> = facts.iter().collect();
+    assert!(b.supports(op, &frefs), "{id}: {} does not support it", b.name());
+    let views: Vec<TensorRef<'_>> = inputs.iter().map(Input::view).collect();
+    if out_dtype == DType::Q8Tok {
+        let mut buf = vec![SENTINEL_U8; len + 2 * GUARD];
+        let mut out = TensorMut { dtype: out_dtype, dims: out_dims, data: DataMut::Bytes(&mut buf[GUARD..GUARD + len]) };
+        b.eval(op, &views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
+        assert!(
+            buf[..GUARD].iter().chain(&buf[GUARD + len..]).all(|&x| x == SENTINEL_U8),
+            "{id}: {} wrote outside its output",
+            b.name()
+        );
+        Out::Bytes(buf[GUARD..GUARD + len].to_vec())
+    } else {
+        let mut buf = vec![f32::from_bits(SENTINEL_F32); len + 2 * GUARD];
+        let mut out = TensorMut { dtype: out_dtype, dims: out_dims, data: DataMut::F32(&mut buf[GUARD..GUARD + len]) };
+        b.eval(op, &views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
+        assert!(
+            buf[..GUARD].iter().chain(&buf[GUARD + len..]).all(|x| x.to_bits() == SENTINEL_F32),
+            "{id}: {} wrote outside its output",
+            b.name()
+        );
+        Out::F32(buf[GUARD..GUARD + len].to_vec())
+    }
+}
+
+/// Bit-for-bit equality (any NaN equals any NaN).
+fn assert_same_f32(id: &str, want: &[f32], got: &[f32]) {
+    assert_eq!(want.len(), got.len(), "{id}: lengths");
+    for (i, (&w, &g)) in want.iter().zip(got).enumerate() {
+        if w.to_bits() != g.to_bits() && !(w.is_nan() && g.is_nan()) {
+            panic!("{id}: element {i}: scalar {w:e} ({:#010x}), avx2 {g:e} ({:#010x})", w.to_bits(), g.to_bits());
+        }
+    }
+}
+
+fn assert_same(id: &str, want: &Out, got: &Out) {
+    match (want, got) {
+        (Out::F32(w), Out::F32(g)) => assert_same_f32(id, w, g),
+        (Out::Bytes(w), Out::Bytes(g)) => {
+            if let Some(i) = w.iter().zip(g).position(|(a, b)| a != b) {
+                panic!("{id}: byte {i}: scalar {:#04x}, avx2 {:#04x}", w[i], g[i]);
+            }
+            assert_eq!(w.len(), g.len(), "{id}: lengths");
+        }
+        _ => panic!("{id}: output kinds differ"),
+    }
+}
+
+/// Runs `op` on both backends and compares the outputs bit for bit.
+fn check(a: &Avx2Backend, id: &str, op: &Op, inputs: &[Input], out_dtype: DType, out_dims: &[usize], len: usize) {
+    let want = run_op(&ScalarBackend::new(), id, op, inputs, out_dtype, out_dims, len);
+    let got = run_op(a, id, op, inputs, out_dtype, out_dims, len);
+    assert_same(id, &want, &got);
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-op cases
+
+const LENGTHS: [usize; 9] = [1, 7, 31, 32, 33, 255, 256, 257, 2560];
+
+#[test]
+fn quantize_i8_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(1);
+    let mut n = 0;
+    for &k in &LENGTHS {
+        for t in [1usize, 2, 3, 5] {
+            for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
+                let mut x = fill(&mut rng, t * k, kind);
+                if kind == Fill::Normal && k > 4 {
+                    // Row maximum 127 gives s = 1 exactly: every .5 is a tie.
+                    for row in x.chunks_mut(k) {
+                        row[0] = 127.0;
+                        for (i, v) in row.iter_mut().enumerate().skip(1) {
+                            *v = (i as f32 % 200.0) - 99.5;
+                        }
+                    }
+                }
+                let off = n % 8;
+                let id = format!("QuantizeI8(shape=[{t},{k}],fill={kind:?},off={off})");
+                let inp = [Input::f32(&[t, k], &x, off)];
+                check(&a, &id, &Op::QuantizeI8, &inp, DType::Q8Tok, &[t, k], t * q8tok_row_bytes(k));
+                n += 1;
+            }
+        }
+    }
+    println!("QuantizeI8: {n} cases bit-exact");
+}
+
+/// Activations for MatMulI2S, as q8_tok rows.
+#[derive(Clone, Copy, Debug)]
+enum Acts {
+    /// Random i8 over the whole range.
+    Random,
+    /// All 127: with codes 2 every i16 lane wraps.
+    Max,
+    /// All −128.
+    Min,
+    /// All 127 against codes 1: a lane's chunk total (≤ 32·8·127) fits i16 but two chunks
+    /// together do not, so only per-chunk widening gives the exact sum.
+    Chunked,
+    /// All zero.
+    Zero,
+}
+
+fn q8tok_rows(rng: &mut Rng, t: usize, k: usize, acts: Acts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t * q8tok_row_bytes(k));
+    for _ in 0..t {
+        let q: Vec<i8> = (0..k)
+            .map(|_| match acts {
+                Acts::Random => rng.i8(),
+                Acts::Max | Acts::Chunked => 127,
+                Acts::Min => -128,
+                Acts::Zero => 0,
+            })
+            .collect();
+        let s = rng.f32(0.5, 400.0);
+        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        out.extend(q.iter().map(|&v| v as u8));
+        out.extend_from_slice(&s.to_le_bytes());
+        out.extend_from_slice(&sum.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn matmul_i2s_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(2);
+    let mut n = 0;
+    for mg in [1usize, 2, 3, 20, 33, 54] {
+        let k = 128 * mg;
+        for m in [4usize, 8, 12, 36, 7] {
+            for t in [1usize, 2, 3, 5, 8, 17] {
+                for acts in [Acts::Random, Acts::Max, Acts::Min, Acts::Chunked, Acts::Zero] {
+                    if mg > 3 && m > 12 && t > 5 && !matches!(acts, Acts::Random) {
+                        continue; // keep the big shapes to one activation kind
+                    }
+                    let codes: Vec<u8> = (0..m * k)
+                        .map(|_| match acts {
+                            Acts::Max | Acts::Min => 2,
+                            Acts::Chunked => 1,
+                            _ => {
+                                // Mostly ternary codes; code 3 (never written) now and then.
+                                if rng.below(97) == 0 {
+                                    3
+                                } else {
+                                    rng.below(3) as u8
+                                }
+                            }
+                        })
+                        .collect();
+                    let mut trailer = [0u8; 28];
+                    trailer.iter_mut().for_each(|b| *b = rng.next() as u8);
+                    let w = graph::quant::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
+                    let x = q8tok_rows(&mut rng, t, k, acts);
+                    let (wo, xo) = (1 + n % 31, 1 + (n * 7) % 31);
+                    let id = format!("MatMulI2S(w=[{m},{k}],t={t},acts={acts:?},off={wo}/{xo})");
+                    let inp = [Input::bytes(DType::I2S, &[m, k], &w, wo), Input::bytes(DType::Q8Tok, &[t, k], &x, xo)];
+                    check(&a, &id, &Op::MatMulI2S, &inp, DType::F32, &[t, m], t * m);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulI2S: {n} cases bit-exact");
+}
+
+#[test]
+fn matmul_i2s_lane_wrap_matters() {
+    // Against the scalar kernel's documented values (its unit tests), with s = 1, Σq = 0
+    // and scale 1 so that the output is the integer dot product:
+    // - codes 2 × q 127, K = 33 groups: the first chunk's lanes wrap → 24320 (exact sum
+    //   1072896);
+    // - codes 1 × q 127, K = 54 groups: no chunk wraps, one chunk of 54 would → exact
+    //   54·128·127 = 877824 only with per-chunk widening.
+    let Some(a) = avx2() else { return };
+    for (code, groups, want) in [(2u8, 33usize, 24320.0f32), (1, 54, 877824.0)] {
+        let k = groups * 128;
+        let w = graph::quant::pack_i2s(&vec![code; 4 * k], 1.0, &[0; 28]);
+        let mut x = vec![127u8; k];
+        x.extend_from_slice(&1.0f32.to_le_bytes());
+        x.extend_from_slice(&0i32.to_le_bytes());
+        let inp = [Input::bytes(DType::I2S, &[4, k], &w, 3), Input::bytes(DType::Q8Tok, &[1, k], &x, 5)];
+        let Out::F32(y) = run_op(&a, "wrap", &Op::MatMulI2S, &inp, DType::F32, &[1, 4], 4) else { unreachable!() };
+        assert_eq!(y, vec![want; 4], "codes {code}, {groups} groups");
+    }
+}
+
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()
+}
+
+#[test]
+fn matmul_f16_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(3);
+    let mut n = 0;
+    for k in [1usize, 7, 8, 31, 32, 33, 64, 255, 256, 257, 2560] {
+        for m in [1usize, 3, 4, 8, 37] {
+            for t in [1usize, 2, 3, 5, 8, 17] {
+                for kind in [Fill::Normal, Fill::Wide, Fill::Special] {
+                    let wv = fill(&mut rng, m * k, if kind == Fill::Wide { Fill::Normal } else { kind });
+                    let x = fill(&mut rng, t * k, kind);
+                    let (wo, xo) = (1 + n % 31, n % 8);
+                    let id = format!("MatMulF16(w=[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
+                    let inp = [Input::bytes(DType::F16, &[m, k], &f16_bytes(&wv), wo), Input::f32(&[t, k], &x, xo)];
+                    check(&a, &id, &Op::MatMulF16, &inp, DType::F32, &[t, m], t * m);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulF16: {n} cases bit-exact");
+}
+
+fn q8_0_weights(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
+    let mut w = Vec::with_capacity(m * k / 32 * 34);
+    for _ in 0..m * k / 32 {
+        w.extend_from_slice(&f16::from_f32(rng.f32(1e-4, 0.05)).to_le_bytes());
+        w.extend((0..32).map(|_| rng.i8() as u8));
+    }
+    w
+}
+
+#[test]
+fn matmul_q8_0_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(4);
+    let mut n = 0;
+    for k in [32usize, 64, 96, 384, 2560] {
+        for m in [1usize, 4, 5, 12, 33] {
+            for t in [1usize, 2, 3, 5] {
+                for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
+                    let w = q8_0_weights(&mut rng, m, k);
+                    let mut x = fill(&mut rng, t * k, kind);
+                    if kind == Fill::Normal {
+                        // A zero block, and a block whose maximum is 127 (ties on every .5).
+                        x[..32].fill(0.0);
+                        if x.len() >= 64 {
+                            x[32] = 127.0;
+                            for (i, v) in x[33..64].iter_mut().enumerate() {
+                                *v = i as f32 - 15.5;
+                            }
+                        }
+                    }
+                    let (wo, xo) = (1 + n % 31, n % 8);
+                    let id = format!("MatMulQ8_0(w=[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
+                    let inp = [Input::bytes(DType::Q8_0, &[m, k], &w, wo), Input::f32(&[t, k], &x, xo)];
+                    check(&a, &id, &Op::MatMulQ8_0, &inp, DType::F32, &[t, m], t * m);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulQ8_0: {n} cases bit-exact");
+}
+
+#[test]
+fn rms_norm_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(5);
+    let mut n = 0;
+    for &d in LENGTHS.iter().chain(&[6912]) {
+        for rows in [1usize, 2, 3] {
+            for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::Zeros] {
+                for eps in [1e-5f32, 1e-6] {
+                    let x = fill(&mut rng, rows * d, kind);
+                    let w = fill(&mut rng, d, Fill::Normal);
+                    let off = n % 8;
+                    let id = format!("RmsNorm(shape=[{rows},{d}],fill={kind:?},eps={eps:e},off={off})");
+                    let inp = [Input::f32(&[rows, d], &x, off), Input::f32(&[d], &w, (off + 3) % 8)];
+                    check(&a, &id, &Op::RmsNorm { eps }, &inp, DType::F32, &[rows, d], rows * d);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("RmsNorm: {n} cases bit-exact");
+}
+
+#[test]
+fn elementwise_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(6);
+    let mut n = 0;
+    for &len in LENGTHS.iter().chain(&[70001]) {
+        for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan] {
+            let x = fill(&mut rng, len, kind);
+            let y = fill(&mut rng, len, kind);
+            // Silu's interesting range: vexp's special branches start near |x| ≈ 87.
+            let s: Vec<f32> = x.iter().map(|&v| if kind == Fill::Normal { v * 60.0 } else { v }).collect();
+            let off = n % 8;
+            for op in [Op::Add, Op::Mul] {
+                let id = format!("{}(len={len},fill={kind:?},off={off})", op.name());
+                let inp = [Input::f32(&[len], &x, off), Input::f32(&[len], &y, 7 - off)];
+                check(&a, &id, &op, &inp, DType::F32, &[len], len);
+            }
+            for op in [Op::Relu, Op::Sqr, Op::Silu] {
+                let id = format!("{}(len={len},fill={kind:?},off={off})", op.name());
+                let src = if op == Op::Silu { &s } else { &x };
+                check(&a, &id, &op, &[Input::f32(&[len], src, off)], DType::F32, &[len], len);
+            }
+            let id = format!("Reshape(len={len})");
+            let op = Op::Reshape { to: Shape::fixed(&[len]) };
+            check(&a, &id, &op, &[Input::f32(&[len], &x, off)], DType::F32, &[len], len);
+            n += 1;
+        }
+    }
+    // SelectOutputs keeps the last rows.
+    for (t, o, d) in [(1usize, 1usize, 7usize), (5, 1, 33), (5, 5, 33), (17, 3, 256)] {
+        let x = fill(&mut rng, t * d, Fill::Special);
+        let id = format!("SelectOutputs(t={t},o={o},d={d})");
+        check(&a, &id, &Op::SelectOutputs, &[Input::f32(&[t, d], &x, 1)], DType::F32, &[o, d], o * d);
+    }
+    println!("Add, Mul, Relu, Sqr, Silu, Reshape: {n} lengths × fills bit-exact; SelectOutputs too");
+}
+
+#[test]
+fn vexp_special_branches_bit_exact() {
+    // Silu(x) = x / (1 + vexp(−x)) over a dense sweep, including vexp's |n| > 126 and
+    // |n| > 192 branches, subnormal results, ±inf and NaN.
+    let Some(a) = avx2() else { return };
+    let mut x: Vec<f32> = Vec::new();
+    let mut v = -200.0f32;
+    while v < 200.0 {
+        x.push(v);
+        v += 0.0173;
+    }
+    x.extend_from_slice(&[f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 0.0, -0.0, 88.72, -88.72, 87.3, -103.9, 1e-40]);
+    let len = x.len();
+    check(&a, "Silu(sweep)", &Op::Silu, &[Input::f32(&[len], &x, 0)], DType::F32, &[len], len);
+}
+
+#[test]
+fn attention_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let s = ScalarBackend::new();
+    let mut rng = Rng(7);
+    // (H, Hkv, hd, n_ctx): GQA, MHA, hd with a tail (not a multiple of 32), a context that
+    // is not a multiple of 32.
+    for (h, hkv, hd, n_ctx) in
+        [(4usize, 2usize, 32usize, 64usize), (2, 1, 64, 100), (4, 4, 128, 96), (3, 1, 40, 70), (8, 2, 16, 64)]
+    {
+        let stride = graph::exec::kv_stride(n_ctx);
+        let (mut ks, mut vs) = (vec![f16::ZERO; hkv * hd * stride], vec![f16::ZERO; hkv * hd * stride]);
+        let (mut ka, mut va) = (ks.clone(), vs.clone());
+        let op = Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
+        let mut pos0 = 0usize;
+        // Prefill, single steps across the 32-position boundary, then batches.
+        for (step, t) in [5usize, 1, 1, 17, 1, 8, 2, 3, 1].into_iter().enumerate() {
+            if pos0 + t > n_ctx {
+                break;
+            }
+            let kind = if step % 3 == 2 { Fill::Wide } else { Fill::Normal };
+            let q = fill(&mut rng, t * h * hd, kind);
+            let k = fill(&mut rng, t * hkv * hd, kind);
+            let v = fill(&mut rng, t * hkv * hd, Fill::Normal);
+            let pos: Vec<i32> = (pos0..pos0 + t).map(|p| p as i32).collect();
+            let inputs = [
+                Input::f32(&[t, h, hd], &q, step % 8),
+                Input::f32(&[t, hkv, hd], &k, 1),
+                Input::f32(&[t, hkv, hd], &v, 2),
+                Input::i32(&[t], &pos),
+            ];
+            let id = format!("Attention(H={h},Hkv={hkv},hd={hd},n_ctx={n_ctx},pos={pos0},t={t})");
+            let mut kvs = KvLayer { k: &mut ks, v: &mut vs, n_ctx: stride };
+            let want = run_op_kv(&s, &id, &op, &inputs, DType::F32, &[t, h * hd], t * h * hd, Some(&mut kvs));
+            let mut kva = KvLayer { k: &mut ka, v: &mut va, n_ctx: stride };
+            let got = run_op_kv(&a, &id, &op, &inputs, DType::F32, &[t, h * hd], t * h * hd, Some(&mut kva));
+            assert_same(&id, &want, &got);
+            assert!(ks.iter().zip(&ka).all(|(x, y)| x.to_bits() == y.to_bits()), "{id}: K caches differ");
+            assert!(vs.iter().zip(&va).all(|(x, y)| x.to_bits() == y.to_bits()), "{id}: V caches differ");
+            pos0 += t;
+        }
+    }
+}
+
+#[test]
+fn supports_and_kernel_names() {
+    let Some(a) = avx2() else { return };
+    let f = |dt: DType, dims: &[usize]| TensorFact::new(dt, Shape::new(dims.iter().map(|&d| Dim::Fixed(d))));
+    let (w, x) = (f(DType::I2S, &[8, 256]), f(DType::Q8Tok, &[1, 256]));
+    assert!(a.supports(&Op::MatMulI2S, &[&w, &x]));
+    assert_eq!(a.kernel_name(&Op::RmsNorm { eps: 1e-5 }, &[]), "rms_norm_f32_avx2");
+    assert!(a.kernel_name(&Op::MatMulI2S, &[&w, &x]).starts_with("vec_dot_i2s_i8_"));
+    let xf = f(DType::F32, &[1, 4, 8]);
+    let pos = f(DType::I32, &[1]);
+    let rope = Op::Rope { n_rot: 8, freq_base: 10000.0, style: graph::RopeStyle::Neox };
+    assert!(!a.supports(&rope, &[&xf, &pos]), "Rope stays on scalar");
+    assert!(!a.supports(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]), "Embedding stays on scalar");
+    assert!(!a.supports(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]), "wrong weight dtype");
+    assert_eq!(a.name(), "avx2");
+}
+
+// ---------------------------------------------------------------------------------------
+// Whole model
+
+#[test]
+fn tiny_model_logits_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let file = open_model("tiny-i2_s.gguf");
+    let p1: [u32; 6] = [128000, 791, 6864, 315, 9822, 374];
+    let mut exs = executor(&file, None, 512);
+    let mut exa = executor(&file, Some(Arc::new(a)), 512);
+    println!("plan: {}", exa.plan_summary());
+    // Batched: every position's logits (dotblas head), then two decode steps.
+    let ls = exs.forward(&p1, 0, p1.len()).unwrap().to_vec();
+    let la = exa.forward(&p1, 0, p1.len()).unwrap().to_vec();
+    assert_same_f32("tiny batched", &ls, &la);
+    for (i, tok) in [9822u32, 13].into_iter().enumerate() {
+        let ls = exs.forward(&[tok], p1.len() + i, 1).unwrap().to_vec();
+        let la = exa.forward(&[tok], p1.len() + i, 1).unwrap().to_vec();
+        assert_same_f32(&format!("tiny batched + decode {i}"), &ls, &la);
+    }
+    // Token by token.
+    exs.clear_kv();
+    exa.clear_kv();
+    for (pos, &tok) in p1.iter().enumerate() {
+        let ls = exs.forward(&[tok], pos, 1).unwrap().to_vec();
+        let la = exa.forward(&[tok], pos, 1).unwrap().to_vec();
+        assert_same_f32(&format!("tiny token-by-token pos {pos}"), &ls, &la);
+    }
+    println!("tiny-i2_s p1: logits bit-identical to scalar, batched and token by token");
+}
+
+// ---------------------------------------------------------------------------------------
+// Throughput (ignored by default)
+
+/// Best (minimum) seconds of `reps` runs of `f`: the VM is shared and noisy, and the
+/// minimum is the least disturbed run.
+fn time(reps: usize, mut f: impl FnMut()) -> f64 {
+    let mut v: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[0]
+}
+
+/// `n` copies of `w`, each 4 KiB page made unique (its first 8 bytes overwritten), so that
+/// no layer below us (the hypervisor's page merging, the caches) can serve one copy from
+/// another: the GEMV passes stream from DRAM as a real model's layers do.
+fn distinct_copies(w: &[u8], n: usize) -> Vec<Vec<u8>> {
+    let mut page = 0u64;
+    (0..n)
+        .map(|_| {
+            let mut c = w.to_vec();
+            for chunk in c.chunks_mut(4096) {
+                let l = chunk.len().min(8);
+                page += 1;
+                chunk[..l].copy_from_slice(&page.to_le_bytes()[..l]);
+            }
+            c
+        })
+        .collect()
+}
+
+/// Runs a matmul `op` on `b` over `copies` (weights cycled so that they stream from DRAM)
+/// and returns seconds per product.
+fn time_matmul(
+    b: &dyn Backend,
+    op: &Op,
+    wdt: DType,
+    m: usize,
+    k: usize,
+    copies: &[Vec<u8>],
+    x: &Input,
+    t: usize,
+    reps: usize,
+) -> f64 {
+    let mut out = vec![0.0f32; t * m];
+    let xv = x.view();
+    let dims = [t, m];
+    let wdims = [m, k];
+    let secs = time(reps, || {
+        for c in copies {
+            let w = TensorRef { dtype: wdt, dims: &wdims, data: Data::Bytes(c) };
+            let mut o = TensorMut { dtype: DType::F32, dims: &dims, data: DataMut::F32(&mut out) };
+            b.eval(op, &[w, xv], &mut o, None).unwrap();
+        }
+    });
+    secs / copies.len() as f64
+}
+
+#[test]
+#[ignore = "timing; run with --release -- --ignored --nocapture"]
+fn avx2_kernel_throughput() {
+    let Some(a) = avx2() else { return };
+    let s = ScalarBackend::new();
+    // BENCH_FILTER=i2s|f16 runs one family only.
+    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
+    // BENCH_NO_SCALAR=1 skips the (slow) scalar runs.
+    let with_scalar = std::env::var_os("BENCH_NO_SCALAR").is_none();
+    let s_or_skip = |f: &mut dyn FnMut() -> f64| if with_scalar { f() } else { f64::NAN };
+    // BENCH_THREADS overrides the 2 threads.
+    let threads = std::env::var("BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let mut rng = Rng(9);
+        // Read bandwidth of this machine (2 threads, 1 GiB).
+        {
+            use rayon::prelude::*;
+            let buf: Vec<u64> = (0..1u64 << 27).collect();
+            let secs = time(5, || {
+                let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+                assert_eq!(s, (1u64 << 27) * ((1 << 27) - 1) / 2);
+            });
+            println!("read bandwidth, {threads} threads: {:.1} GB/s", (8usize << 27) as f64 / secs / 1e9);
+        }
+        let fmt = |name: &str, bytes: usize, macs: usize, ts: f64, ta: f64| {
+            println!(
+                "{name:<34} scalar {:>7.2} ms {:>6.2} GB/s {:>7.1} GOPS | avx2 {:>7.3} ms {:>6.2} GB/s {:>7.1} GOPS | ×{:.1}",
+                ts * 1e3,
+                bytes as f64 / ts / 1e9,
+                macs as f64 / ts / 1e9,
+                ta * 1e3,
+                bytes as f64 / ta / 1e9,
+                macs as f64 / ta / 1e9,
+                ts / ta
+            );
+        };
+        // I2_S: [M, K] = [6912, 2560] (gate/up) and [2560, 6912] (down). Enough copies to
+        // stream ~1 GB from DRAM per GEMV pass.
+        for (m, k) in [(6912usize, 2560usize), (2560, 6912)] {
+            if !"i2s".contains(filter.as_str()) {
+                break;
+            }
+            let codes: Vec<u8> = (0..m * k).map(|_| rng.below(3) as u8).collect();
+            let w = graph::quant::pack_i2s(&codes, 0.7, &[0; 28]);
+            let n_copies = (1usize << 30) / w.len();
+            let copies = distinct_copies(&w, n_copies);
+            for t in [1usize, 128] {
+                let x = Input::bytes(DType::Q8Tok, &[t, k], &q8tok_rows(&mut rng, t, k, Acts::Random), 0);
+                let cs = if t == 1 { &copies[..] } else { &copies[..1] };
+                let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulI2S, DType::I2S, m, k, cs, &x, t, 3));
+                let ta = time_matmul(&a, &Op::MatMulI2S, DType::I2S, m, k, cs, &x, t, 5);
+                let bytes = if t == 1 { w.len() } else { 0 };
+                fmt(&format!("I2_S {m}x{k} T={t}"), bytes, m * k * t, ts, ta);
+            }
+        }
+        // F16 LM head [128256, 2560], one token (2 copies: 1.3 GB), and 128 tokens on 8192 rows.
+        if "f16".contains(filter.as_str()) {
+            let (m, k) = (128256usize, 2560usize);
+            let wv: Vec<u8> = (0..m * k).flat_map(|_| f16::from_f32(rng.f32(-0.1, 0.1)).to_le_bytes()).collect();
+            let copies = distinct_copies(&wv, 2);
+            let x = Input::f32(&[1, k], &fill(&mut rng, k, Fill::Normal), 0);
+            let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulF16, DType::F16, m, k, &copies, &x, 1, 3));
+            let ta = time_matmul(&a, &Op::MatMulF16, DType::F16, m, k, &copies, &x, 1, 5);
+            fmt(&format!("F16 {m}x{k} T=1"), m * k * 2, m * k, ts, ta);
+            let (m, t) = (8192usize, 128usize);
+            let w = copies[0][..m * k * 2].to_vec();
+            let x = Input::f32(&[t, k], &fill(&mut rng, t * k, Fill::Normal), 0);
+            let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulF16, DType::F16, m, k, std::slice::from_ref(&w), &x, t, 1));
+            let ta = time_matmul(&a, &Op::MatMulF16, DType::F16, m, k, std::slice::from_ref(&w), &x, t, 3);
+            fmt(&format!("F16 {m}x{k} T={t}"), 0, m * k * t, ts, ta);
+        }
+    });
+}
