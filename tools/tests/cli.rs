@@ -83,19 +83,30 @@ fn dot_renders_with_graphviz_when_available() {
     assert!(std::fs::read_to_string(dir.join("g.svg")).unwrap().contains("<svg"));
 }
 
-/// Every shared prompt through the CLI, token by token (`--ubatch 1`, bitnet.cpp's
-/// `run_inference.py` mode): prompt ids and 32 greedy tokens equal the reference.
+/// Every shared prompt of every shared model through the CLI, token by token (`--ubatch 1`,
+/// bitnet.cpp's `run_inference.py` mode): prompt ids, 32 greedy tokens and the generated
+/// text equal the reference (BPE and SentencePiece vocabularies; I2_S, TQ2_0, TQ1_0; archs
+/// bitnet-b1.58, bitnet, llama).
 #[test]
 fn exec_greedy_matches_reference_token_by_token() {
-    let idx = json("reference/tiny-i2_s/seq/index.json");
-    for p in idx["prompts"].as_array().unwrap() {
-        let o = bg(&["exec", &tiny(), "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ubatch", "1", "--ignore-eos", "--json"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-        assert_eq!(ids(&r["prompt_tokens"]), ids(&p["prompt_tokens"]), "{}", p["id"]);
-        assert_eq!(ids(&r["generated_tokens"]), ids(&p["gen_tokens"]), "{}", p["id"]);
-        assert_eq!(r["text"], p["gen_text"], "{}", p["id"]);
-        assert!(r["timings"]["gen_tok_s"].as_f64().unwrap() > 0.0);
+    let models = [
+        ("tiny-i2_s", "reference/tiny-i2_s/seq"),
+        ("b1-spm-i2_s", "reference/b1-spm-i2_s/seq"),
+        ("llama-tern-i2_s", "reference/llama-tern-i2_s/seq"),
+        ("b158-spm-tq2_0", "reference/b158-spm-tq2_0/seq"),
+        ("b158-spm-tq1_0", "reference/b158-spm-tq1_0/seq"),
+    ];
+    for (model, dir) in models {
+        let path = shared(&format!("models/{model}.gguf")).display().to_string();
+        let idx = json(&format!("{dir}/index.json"));
+        for p in idx["prompts"].as_array().unwrap() {
+            let o = bg(&["exec", &path, "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ubatch", "1", "--ignore-eos", "--json"]);
+            assert!(o.status.success(), "{model}: {}", stderr(&o));
+            let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+            assert_eq!(ids(&r["prompt_tokens"]), ids(&p["prompt_tokens"]), "{model} {}", p["id"]);
+            assert_eq!(ids(&r["generated_tokens"]), ids(&p["gen_tokens"]), "{model} {}", p["id"]);
+            assert_eq!(r["text"], p["gen_text"], "{model} {}", p["id"]);
+        }
     }
 }
 
