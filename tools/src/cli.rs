@@ -84,6 +84,9 @@ pub struct ExecArgs {
     /// System message for --chat.
     #[arg(long, requires = "chat")]
     pub system: Option<String>,
+    /// Chat format by name instead of detection from the GGUF (implies --chat).
+    #[arg(long, value_parser = ["bitnet", "llama3", "llama2", "chatml", "falcon3"])]
+    pub chat_template: Option<String>,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
@@ -173,6 +176,56 @@ pub enum SynthPreset {
     TwoB4T,
 }
 
+/// `synth --arch`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SynthArch {
+    /// BitNet b1.58 2B-4T (relu², sub-norms).
+    #[value(name = "bitnet-b1.58")]
+    BitnetB158,
+    /// 1bitLLM bitnet_b1_58 (SiLU, sub-norms).
+    Bitnet,
+    /// LLaMA with ternary weights (SiLU, no sub-norms, NORM RoPE).
+    Llama,
+}
+
+impl SynthArch {
+    /// The `general.architecture` value.
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            SynthArch::BitnetB158 => "bitnet-b1.58",
+            SynthArch::Bitnet => "bitnet",
+            SynthArch::Llama => "llama",
+        }
+    }
+}
+
+/// `synth --type`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SynthType {
+    /// bitnet.cpp's I2_S (2 bits, one f32 scale per tensor).
+    #[value(name = "i2_s")]
+    I2S,
+    /// ggml TQ2_0.
+    #[value(name = "tq2_0")]
+    Tq2_0,
+    /// ggml TQ1_0.
+    #[value(name = "tq1_0")]
+    Tq1_0,
+}
+
+/// `synth --embd-type`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum SynthEmbd {
+    /// F16.
+    F16,
+    /// Q8_0.
+    #[value(name = "q8_0")]
+    Q8_0,
+    /// Q4_0.
+    #[value(name = "q4_0")]
+    Q4_0,
+}
+
 /// Arguments of `synth`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SynthArgs {
@@ -182,6 +235,18 @@ pub struct SynthArgs {
     /// RNG seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Architecture.
+    #[arg(long, value_enum, default_value_t = SynthArch::BitnetB158)]
+    pub arch: SynthArch,
+    /// Ternary weight type of the linear layers.
+    #[arg(long = "type", value_enum, default_value_t = SynthType::I2S)]
+    pub weight_type: SynthType,
+    /// Token-embedding type (default: F16, or Q8_0 when n_embd is not a multiple of 256).
+    #[arg(long, value_enum)]
+    pub embd_type: Option<SynthEmbd>,
+    /// Write a separate `output.weight` head (arch llama only).
+    #[arg(long)]
+    pub output_weight: bool,
     /// Output file.
     #[arg(long)]
     pub out: PathBuf,

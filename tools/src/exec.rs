@@ -37,13 +37,19 @@ struct Report {
 }
 
 /// Builds the prompt's token ids, applying the chat format when asked.
-pub fn prompt_tokens(tok: &Tokenizer, a: &ExecArgs, template: Option<&str>) -> Result<Vec<u32>> {
+pub fn prompt_tokens(tok: &Tokenizer, a: &ExecArgs, template: Option<&str>, arch: &str) -> Result<Vec<u32>> {
     let add_bos = !a.no_bos;
-    if !a.chat {
+    if !a.chat && a.chat_template.is_none() {
         return Ok(tok.tokenize(&a.prompt, add_bos, a.special));
     }
-    // Chat: each part is tokenized on its own, with special-token parsing, as bitnet.cpp does.
-    let format = crate::chat::ChatFormat::detect(template);
+    let format = match a.chat_template.as_deref() {
+        Some(name) => crate::chat::ChatFormat::by_name(name).ok_or_else(|| {
+            let names: Vec<&str> = crate::chat::FORMATS.iter().map(|f| f.0).collect();
+            anyhow::anyhow!("--chat-template {name}: unknown (known: {})", names.join(", "))
+        })?,
+        None => crate::chat::ChatFormat::detect(template, arch, tok.token_id("<|start_header_id|>").is_some()),
+    };
+    // Each part is tokenized on its own, with special-token parsing, as bitnet.cpp does.
     let mut ids = Vec::new();
     if add_bos && tok.add_bos() {
         ids.push(tok.bos());
@@ -92,7 +98,7 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
     }
     let tok = &loaded.tokenizer;
     let template = loaded.file.get("tokenizer.chat_template").and_then(|v| v.as_str());
-    let prompt = prompt_tokens(tok, a, template)?;
+    let prompt = prompt_tokens(tok, a, template, &hp.arch)?;
     if prompt.is_empty() {
         bail!("the prompt is empty (no tokens and no BOS); give a prompt or drop --no-bos");
     }

@@ -1,7 +1,8 @@
-//! `bitnet-graph synth`: writes a `bitnet-b1.58` GGUF with random ternary weights in
-//! bitnet.cpp's exact I2_S layout, F32 norms and an F16 token embedding (Q8_0 when n_embd
-//! is not a multiple of 256, as bitnet.cpp's quantizer would choose), with tokenizer
-//! metadata copied from another GGUF. Streaming: memory stays bounded by one matrix.
+//! `bitnet-graph synth`: writes a GGUF of arch `bitnet-b1.58`, `bitnet` or `llama` with
+//! random ternary weights in bitnet.cpp's exact I2_S layout (or TQ2_0 / TQ1_0), F32 norms
+//! and an F16 token embedding (Q8_0 when n_embd is not a multiple of 256, as bitnet.cpp's
+//! quantizer would choose, or as `--embd-type` says), with tokenizer metadata copied from
+//! another GGUF. Streaming: memory stays bounded by one matrix.
 
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use gguf::{GgufFile, Value};
 use graph::DType;
 use half::f16;
 
-use crate::cli::{SynthArgs, SynthPreset};
+use crate::cli::{SynthArch, SynthArgs, SynthEmbd, SynthPreset, SynthType};
 
 /// Model dimensions.
 #[derive(Clone, Debug)]
@@ -52,6 +53,35 @@ impl Rng {
     }
 }
 
+/// Random ternary codes (0/1/2, uniform) for `n` weights.
+fn ternary_codes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut r = rng.next();
+        for _ in 0..16.min(n - out.len()) {
+            out.push((r % 3) as u8);
+            r /= 3;
+        }
+    }
+    out
+}
+
+/// Random TQ2_0 / TQ1_0 bytes for an `[m, k]` matrix, one f16 scale per 256-block
+/// (the same value in every block, as a converted per-tensor-scale model has).
+fn tq_matrix(rng: &mut Rng, m: usize, k: usize, dt: DType) -> Vec<u8> {
+    let d = f16::from_f32(1.0 / (k as f32).sqrt());
+    let codes = ternary_codes(rng, m * k);
+    let mut out = Vec::with_capacity(dt.nbytes(k, m).unwrap_or(0));
+    for blk in codes.chunks(256) {
+        if dt == DType::TQ2_0 {
+            out.extend(graph::quant::pack_tq2_0(blk, d));
+        } else {
+            out.extend(graph::quant::pack_tq1_0(blk, d));
+        }
+    }
+    out
+}
+
 /// Random I2_S bytes for an `[m, k]` matrix: codes uniform over {−1, 0, +1}, one scale,
 /// and a 28-byte trailer of non-zero garbage (as bitnet.cpp's quantizer leaves it).
 fn i2s_matrix(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
@@ -72,6 +102,20 @@ fn i2s_matrix(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
     out[n / 4..n / 4 + 4].copy_from_slice(&scale.to_le_bytes());
     for b in &mut out[n / 4 + 4..] {
         *b = rng.next() as u8;
+    }
+    out
+}
+
+/// Q4_0 quantization of one row (d = max/−8 as ggml's reference quantizer, nibbles + 8).
+fn q4_0_row(x: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.len() / 32 * 18);
+    for b in x.chunks(32) {
+        let max = b.iter().fold(0.0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        let q = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
+        out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
     }
     out
 }
@@ -128,7 +172,20 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     if hd % 2 != 0 || (d.kv_heads * hd) % 4 != 0 {
         bail!("head dimension {hd} does not fit I2_S (even, KV width a multiple of 4)");
     }
-    let arch = "bitnet-b1.58";
+    let arch = a.arch.gguf_name();
+    let wtype = match a.weight_type {
+        SynthType::I2S => DType::I2S,
+        SynthType::Tq2_0 => DType::TQ2_0,
+        SynthType::Tq1_0 => DType::TQ1_0,
+    };
+    if wtype != DType::I2S {
+        for (what, v) in [("--embd", d.embd), ("--ff", d.ff)] {
+            if v % 256 != 0 {
+                bail!("{what} {v}: {wtype} needs a multiple of 256");
+            }
+        }
+    }
+    let sub_norms = a.arch != SynthArch::Llama;
     let k = |s: &str| format!("{arch}.{s}");
     let mut md: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
@@ -143,13 +200,24 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
         (k("attention.head_count_kv"), Value::U32(d.kv_heads as u32)),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(d.eps)),
         (k("rope.freq_base"), Value::F32(d.rope_base)),
-        ("general.file_type".into(), Value::U32(40)),
+        ("general.file_type".into(), Value::U32(match wtype {
+            DType::TQ1_0 => 36,
+            DType::TQ2_0 => 37,
+            _ => 40,
+        })),
     ];
     md.extend(tokenizer_md);
     md.push(("general.synthetic_seed".into(), Value::U64(a.seed)));
     md.push(("general.quantization_version".into(), Value::U32(2)));
 
-    let embd_type = if d.embd % 256 == 0 { DType::F16 } else { DType::Q8_0 };
+    // bitnet.cpp's quantizer: F16 when n_embd is a multiple of 256, else Q8_0.
+    let embd_type = match a.embd_type {
+        Some(SynthEmbd::F16) => DType::F16,
+        Some(SynthEmbd::Q8_0) => DType::Q8_0,
+        Some(SynthEmbd::Q4_0) => DType::Q4_0,
+        None if d.embd % 256 == 0 => DType::F16,
+        None => DType::Q8_0,
+    };
     let spec = |name: String, ne: Vec<u64>, dt: DType| {
         let rows: u64 = ne[1..].iter().product();
         let nbytes = dt.nbytes(ne[0] as usize, rows as usize).expect("valid size") as u64;
@@ -160,18 +228,28 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     for l in 0..d.layers {
         let b = |s: &str| format!("blk.{l}.{s}.weight");
         specs.push(spec(b("attn_norm"), vec![e], DType::F32));
-        specs.push(spec(b("attn_q"), vec![e, e], DType::I2S));
-        specs.push(spec(b("attn_k"), vec![e, kv], DType::I2S));
-        specs.push(spec(b("attn_v"), vec![e, kv], DType::I2S));
-        specs.push(spec(b("attn_sub_norm"), vec![e], DType::F32));
-        specs.push(spec(b("attn_output"), vec![e, e], DType::I2S));
+        specs.push(spec(b("attn_q"), vec![e, e], wtype));
+        specs.push(spec(b("attn_k"), vec![e, kv], wtype));
+        specs.push(spec(b("attn_v"), vec![e, kv], wtype));
+        if sub_norms {
+            specs.push(spec(b("attn_sub_norm"), vec![e], DType::F32));
+        }
+        specs.push(spec(b("attn_output"), vec![e, e], wtype));
         specs.push(spec(b("ffn_norm"), vec![e], DType::F32));
-        specs.push(spec(b("ffn_gate"), vec![e, f], DType::I2S));
-        specs.push(spec(b("ffn_up"), vec![e, f], DType::I2S));
-        specs.push(spec(b("ffn_sub_norm"), vec![f], DType::F32));
-        specs.push(spec(b("ffn_down"), vec![f, e], DType::I2S));
+        specs.push(spec(b("ffn_gate"), vec![e, f], wtype));
+        specs.push(spec(b("ffn_up"), vec![e, f], wtype));
+        if sub_norms {
+            specs.push(spec(b("ffn_sub_norm"), vec![f], DType::F32));
+        }
+        specs.push(spec(b("ffn_down"), vec![f, e], wtype));
     }
     specs.push(spec("output_norm.weight".into(), vec![e], DType::F32));
+    if a.output_weight {
+        if a.arch != SynthArch::Llama {
+            bail!("--output-weight: only arch llama reads a separate output.weight");
+        }
+        specs.push(spec("output.weight".into(), vec![e, d.vocab as u64], embd_type));
+    }
     let total: u64 = specs.iter().map(|s| s.nbytes).sum();
 
     let t0 = Instant::now();
@@ -181,7 +259,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     let mut rng = Rng(a.seed);
     let mut written = 0u64;
     for (i, s) in specs.iter().enumerate() {
-        if s.name == "token_embd.weight" {
+        if s.name == "token_embd.weight" || s.name == "output.weight" {
             // Stream the (largest) embedding row block by row block.
             let rows_per_chunk = 1024;
             let mut left = d.vocab;
@@ -190,6 +268,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
                 let vals: Vec<f32> = (0..n * d.embd).map(|_| (rng.unit() - 0.5) * 0.375).collect();
                 let bytes: Vec<u8> = match embd_type {
                     DType::F16 => vals.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
+                    DType::Q4_0 => vals.chunks(d.embd).flat_map(q4_0_row).collect(),
                     _ => vals.chunks(d.embd).flat_map(q8_0_row).collect(),
                 };
                 w.write_all(&bytes)?;
@@ -199,6 +278,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
         } else {
             let data = match gguf::types::dtype_from_ggml(s.ggml_type).expect("known") {
                 DType::I2S => i2s_matrix(&mut rng, s.ne[1] as usize, s.ne[0] as usize),
+                dt @ (DType::TQ1_0 | DType::TQ2_0) => tq_matrix(&mut rng, s.ne[1] as usize, s.ne[0] as usize, dt),
                 _ => norm_vector(&mut rng, s.ne[0] as usize),
             };
             write_tensor(&mut w, &data, 32)?;

@@ -163,3 +163,37 @@ fn bad_input_gives_clear_errors_and_exit_2() {
         assert!(!stderr(&o).contains("panicked"), "{args:?}");
     }
 }
+
+/// `synth` writes every supported architecture and weight type; each file dumps, runs and
+/// passes the cross-check of the default backend against scalar.
+#[test]
+fn synth_writes_every_architecture_and_type() {
+    let dir = std::env::temp_dir().join(format!("bg-synth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let vocab = shared("models/b1-spm-i2_s.gguf").display().to_string();
+    let cases: &[&[&str]] = &[
+        &["--arch", "bitnet-b1.58"],
+        &["--arch", "bitnet"],
+        &["--arch", "llama", "--output-weight"],
+        &["--type", "tq2_0", "--embd-type", "q4_0"],
+        &["--type", "tq1_0"],
+        &["--arch", "bitnet", "--embd", "384", "--heads", "6", "--kv-heads", "6"],
+    ];
+    for (i, extra) in cases.iter().enumerate() {
+        let out = dir.join(format!("m{i}.gguf")).display().to_string();
+        let mut args = vec!["synth", "--vocab-from", &vocab, "--out", &out, "--seed", "3"];
+        args.extend_from_slice(extra);
+        let o = bg(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        let d = bg(&["dump", &out]);
+        assert!(d.status.success(), "{extra:?}: {}", stderr(&d));
+        let e = bg(&["exec", &out, "-p", "Hello world", "-n", "3", "--temperature", "0", "--json"]);
+        assert!(e.status.success(), "{extra:?}: {}", stderr(&e));
+        let c = bg(&["check", &out]);
+        assert!(c.status.success(), "{extra:?}: {}{}", stdout(&c), stderr(&c));
+        assert!(stdout(&c).contains(" 0 failed"), "{extra:?}");
+    }
+    let bad = bg(&["synth", "--vocab-from", &vocab, "--out", "/tmp/never.gguf", "--embd", "200"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("multiple of 128"), "{}", stderr(&bad));
+}
