@@ -592,6 +592,31 @@ fn tiny_model_logits_bit_exact() {
     println!("tiny-i2_s p1: logits bit-identical to scalar, batched and token by token");
 }
 
+#[test]
+fn other_shared_models_logits_bit_exact() {
+    // The other shared models (arch bitnet and llama, SPM vocabularies, I2_S, TQ1_0 and
+    // TQ2_0 weights, Q8_0 / Q4_0 heads): whatever runs on avx2 there must not change a bit.
+    let Some(a) = avx2() else { return };
+    for name in ["b1-spm-i2_s.gguf", "llama-tern-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf"] {
+        let file = open_model(name);
+        let n_vocab = gguf::lower(&file).expect("lowering").hparams.n_vocab;
+        let toks: Vec<u32> = (0..7u32).map(|i| (1 + i * 7919) % n_vocab as u32).collect();
+        let mut exs = executor(&file, None, 64);
+        let mut exa = executor(&file, Some(Arc::new(a)), 64);
+        println!("{name}: {}", exa.plan_summary());
+        let ls = exs.forward(&toks, 0, toks.len()).unwrap().to_vec();
+        let la = exa.forward(&toks, 0, toks.len()).unwrap().to_vec();
+        assert_same_f32(&format!("{name} batched"), &ls, &la);
+        exs.clear_kv();
+        exa.clear_kv();
+        for (pos, &tok) in toks.iter().enumerate() {
+            let ls = exs.forward(&[tok], pos, 1).unwrap().to_vec();
+            let la = exa.forward(&[tok], pos, 1).unwrap().to_vec();
+            assert_same_f32(&format!("{name} token-by-token pos {pos}"), &ls, &la);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Throughput (ignored by default)
 
@@ -629,6 +654,7 @@ fn distinct_copies(w: &[u8], n: usize) -> Vec<Vec<u8>> {
 
 /// Runs a matmul `op` on `b` over `copies` (weights cycled so that they stream from DRAM)
 /// and returns seconds per product.
+#[allow(clippy::too_many_arguments)]
 fn time_matmul(
     b: &dyn Backend,
     op: &Op,
@@ -674,7 +700,19 @@ fn avx2_kernel_throughput() {
             use rayon::prelude::*;
             let buf: Vec<u64> = (0..1u64 << 27).collect();
             let secs = time(5, || {
-                let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b))).sum();
+                // Eight independent lanes, so that the adds never limit the read rate.
+                let s: u64 = buf
+                    .par_chunks(1 << 16)
+                    .map(|c| {
+                        let mut acc = [0u64; 8];
+                        for v in c.chunks_exact(8) {
+                            for (a, &x) in acc.iter_mut().zip(v) {
+                                *a = a.wrapping_add(x);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                    })
+                    .sum();
                 assert_eq!(s, (1u64 << 27) * ((1 << 27) - 1) / 2);
             });
             println!("read bandwidth, {threads} threads: {:.1} GB/s", (8usize << 27) as f64 / secs / 1e9);

@@ -82,12 +82,7 @@ unsafe fn quantize_body(x: *const f32, out: *mut u8, nb: usize) {
         let sign = _mm256_set1_ps(-0.0);
         for b in 0..nb {
             let xb = x.add(32 * b);
-            let v = [
-                _mm256_loadu_ps(xb),
-                _mm256_loadu_ps(xb.add(8)),
-                _mm256_loadu_ps(xb.add(16)),
-                _mm256_loadu_ps(xb.add(24)),
-            ];
+            let v = [_mm256_loadu_ps(xb), _mm256_loadu_ps(xb.add(8)), _mm256_loadu_ps(xb.add(16)), _mm256_loadu_ps(xb.add(24))];
             let mut mx = _mm256_andnot_ps(sign, v[0]);
             let mut nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(v[0], v[0]);
             for vi in &v[1..] {
