@@ -47,22 +47,32 @@ pub fn peak_rss_bytes() -> u64 {
 }
 
 /// Read bandwidth of this machine in GB/s: all worker threads sum disjoint parts of a
-/// 512 MiB buffer (far larger than any cache); the best of several passes.
+/// 1 GiB buffer (far larger than any cache), allocated like the weights (anonymous memory
+/// advised for transparent huge pages); the best of several passes.
 pub fn read_bandwidth_gb_s() -> f64 {
-    let words = (512usize << 20) / 8;
-    let buf: Vec<u64> = (0..words as u64).collect();
+    let bytes = 1usize << 30;
+    let mut map = match memmap2::MmapMut::map_anon(bytes) {
+        Ok(m) => m,
+        Err(_) => return 0.0,
+    };
+    let _ = map.advise(memmap2::Advice::HugePage);
+    for (i, chunk) in map.chunks_mut(4096).enumerate() {
+        chunk[0] = i as u8; // fault every page in before timing
+        chunk[1] = 1;
+    }
+    let words: &[u64] = bytemuck::cast_slice(&map[..]);
     let threads = rayon::current_num_threads().max(1);
-    let chunk = words.div_ceil(threads);
+    let chunk = words.len().div_ceil(threads);
     let mut best = 0.0f64;
-    for _ in 0..5 {
+    for _ in 0..6 {
         let t = Instant::now();
-        let s: u64 = buf
+        let s: u64 = words
             .par_chunks(chunk)
             .map(|c| {
-                // 4 independent sums per chunk so the loop is bound by loads, not by one add chain
-                let mut acc = [0u64; 4];
-                for q in c.chunks_exact(4) {
-                    for i in 0..4 {
+                // 8 independent sums so the loop is bound by loads, not by one add chain
+                let mut acc = [0u64; 8];
+                for q in c.chunks_exact(8) {
+                    for i in 0..8 {
                         acc[i] = acc[i].wrapping_add(q[i]);
                     }
                 }
@@ -71,7 +81,7 @@ pub fn read_bandwidth_gb_s() -> f64 {
             .reduce(|| 0, u64::wrapping_add);
         let dt = t.elapsed().as_secs_f64();
         std::hint::black_box(s);
-        best = best.max((words * 8) as f64 / dt / 1e9);
+        best = best.max(bytes as f64 / dt / 1e9);
     }
     best
 }
@@ -114,6 +124,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         }
         if a.n_gen > 0 {
             ex.clear_kv();
+            ex.set_profiling(a.profile && rep == a.reps);
             let t = Instant::now();
             let mut tok = 1u32;
             for pos in 0..a.n_gen {
@@ -122,6 +133,17 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
             }
             if rep > 0 {
                 tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+            }
+            if a.profile && rep == a.reps {
+                let wall = t.elapsed().as_secs_f64();
+                let prof = ex.profile();
+                let in_ops: f64 = prof.iter().map(|p| p.1).sum();
+                eprintln!("decode profile (last rep, {} tokens, {:.1} ms/token):", a.n_gen, wall * 1e3 / a.n_gen as f64);
+                for (op, secs, calls) in &prof {
+                    eprintln!("  {op:<24} {:>8.2} ms/token {:>5.1}%  ({} calls)", secs * 1e3 / a.n_gen as f64, 100.0 * secs / wall, calls);
+                }
+                eprintln!("  {:<24} {:>8.2} ms/token {:>5.1}%", "(outside ops)", (wall - in_ops) * 1e3 / a.n_gen as f64, 100.0 * (wall - in_ops) / wall);
+                ex.set_profiling(false);
             }
         }
         if !a.json && rep > 0 {

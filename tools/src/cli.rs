@@ -302,6 +302,9 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Print where decode time goes, per op kind (last repetition).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Subcommand, Debug)]

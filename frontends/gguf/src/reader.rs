@@ -68,14 +68,14 @@ pub fn shape_from_ne(ne: &[u64]) -> Vec<usize> {
 }
 
 enum Storage {
-    Mmap(memmap2::Mmap),
+    Mmap(memmap2::Mmap, std::fs::File),
     Owned(Vec<u8>),
 }
 
 impl Storage {
     fn bytes(&self) -> &[u8] {
         match self {
-            Storage::Mmap(m) => m,
+            Storage::Mmap(m, _) => m,
             Storage::Owned(v) => v,
         }
     }
@@ -122,7 +122,7 @@ impl GgufFile {
         // caveat, accepted for model files (llama.cpp and candle map them the same way).
         #[allow(unsafe_code)]
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Storage::Mmap(mmap))
+        Self::parse(Storage::Mmap(mmap, file))
     }
 
     /// Parses a file held in memory (tests, fuzzing).
@@ -302,6 +302,22 @@ impl GgufFile {
     /// The bytes of a tensor (borrowed from the map; the range was checked at open).
     pub fn tensor_data(&self, t: &TensorInfo) -> &[u8] {
         &self.storage.bytes()[t.abs_offset as usize..(t.abs_offset + t.nbytes) as usize]
+    }
+
+    /// Copies a tensor's bytes into `dst` (its exact size). For a mapped file this reads
+    /// the file (`pread`) rather than the map, so the mapped pages do not become resident.
+    pub fn read_tensor_into(&self, t: &TensorInfo, dst: &mut [u8]) -> std::io::Result<()> {
+        if dst.len() as u64 != t.nbytes {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "destination size differs from the tensor's"));
+        }
+        match &self.storage {
+            #[cfg(unix)]
+            Storage::Mmap(_, file) => std::os::unix::fs::FileExt::read_exact_at(file, dst, t.abs_offset),
+            _ => {
+                dst.copy_from_slice(self.tensor_data(t));
+                Ok(())
+            }
+        }
     }
 
     /// The whole file's bytes.

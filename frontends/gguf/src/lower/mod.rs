@@ -87,4 +87,8 @@ impl graph::WeightSource for GgufFile {
     fn weight_bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_data(t))
     }
+
+    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> bool {
+        self.tensor(name).is_some_and(|t| self.read_tensor_into(t, dst).is_ok())
+    }
 }
