@@ -100,6 +100,19 @@ pub fn decode_q8_0(data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Quantizes a row to Q8_0 as llama-quantize does for weights (`quantize_row_q8_0_ref`):
+/// per block of 32, `d = amax/127` stored as f16, `q = round_half_away(x / d)` with the
+/// f32 reciprocal (docs/format.md §4.6.2, "weight quantizer").
+pub fn quantize_q8_0_weights(x: &[f32], out: &mut Vec<u8>) {
+    for b in x.chunks(32) {
+        let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(f16::from_f32(d).to_le_bytes());
+        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
+    }
+}
+
 /// Decodes Q4_0 blocks (f16 `d`, 16 bytes): element j is `(qs[j] & 15) − 8`, element
 /// j + 16 is `(qs[j] >> 4) − 8`, each times `d`.
 pub fn decode_q4_0(data: &[u8], out: &mut [f32]) {

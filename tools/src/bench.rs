@@ -15,6 +15,7 @@ use crate::runtime;
 struct BenchReport {
     model: String,
     backend: &'static str,
+    lm_head: String,
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
@@ -96,7 +97,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     }
     let threads = runtime::set_threads(a.threads)?;
     let (preferred, backend) = runtime::pick_backend(a.backend)?;
-    let loaded = runtime::load(&a.model, a.json)?;
+    let loaded = runtime::load_with(&a.model, a.json, a.lm_head)?;
     let hp = &loaded.model.hparams;
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
     if n_ctx > hp.n_ctx_train {
@@ -160,12 +161,23 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     let peak_rss = peak_rss_bytes();
     let bw = read_bandwidth_gb_s();
     // Every weight is read once per decoded token (the tied embedding in full, as the LM head).
-    let bytes_per_token: u64 =
-        loaded.model.graph.weights().filter_map(|(_, name)| loaded.file.tensor(name)).map(|t| t.nbytes).sum();
+    // Bytes of weights read per decoded token: every weight in full (the tied embedding as
+    // the LM head), except a table read only by the embedding lookup (one row per token).
+    let g = &loaded.model.graph;
+    let bytes_per_token: u64 = g
+        .weights()
+        .map(|(id, name)| {
+            let len = graph::WeightSource::weight_bytes(&loaded, name).map_or(0, |b| b.len() as u64);
+            let only_lookup = g.nodes().iter().filter(|n| n.inputs.contains(&id)).all(|n| matches!(n.op, graph::Op::Embedding));
+            let rows = g.node(id).fact.shape.dims().first().and_then(|d| if let graph::Dim::Fixed(r) = d { Some(*r as u64) } else { None });
+            if only_lookup { len / rows.unwrap_or(1).max(1) } else { len }
+        })
+        .sum();
     let roofline = bw * 1e9 / bytes_per_token as f64;
     let r = BenchReport {
         model: a.model.display().to_string(),
         backend,
+        lm_head: format!("{:?}", a.lm_head).to_lowercase(),
         threads,
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::runtime::BackendChoice;
+use crate::runtime::{BackendChoice, LmHead};
 
 /// bitnet-graph: runs BitNet b1.58 ternary models from GGUF files on CPUs, with every graph
 /// shape verified before any math runs.
@@ -97,6 +97,10 @@ pub struct ExecArgs {
     /// naming the first failing node.
     #[arg(long)]
     pub crosscheck: bool,
+    /// LM head: `exact` (bitnet.cpp's numerics) or `q8` (requantized at load; faster, logits
+    /// differ slightly).
+    #[arg(long, value_enum, default_value_t = LmHead::Exact)]
+    pub lm_head: LmHead,
 }
 
 fn parse_unit(s: &str) -> Result<f32, String> {
@@ -305,6 +309,9 @@ pub struct BenchArgs {
     /// Print where decode time goes, per op kind (last repetition).
     #[arg(long)]
     pub profile: bool,
+    /// LM head: exact (F16 as stored) or q8 (requantized at load).
+    #[arg(long, value_enum, default_value_t = LmHead::Exact)]
+    pub lm_head: LmHead,
 }
 
 #[derive(Subcommand, Debug)]

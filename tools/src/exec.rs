@@ -90,7 +90,7 @@ pub fn run(a: &ExecArgs) -> Result<ExitCode> {
         bail!("--ubatch must be at least 1");
     }
     let quiet = a.json;
-    let loaded = runtime::load(&a.model, quiet)?;
+    let loaded = runtime::load_with(&a.model, quiet, a.lm_head)?;
     let hp = &loaded.model.hparams;
     let n_ctx = a.ctx_size.unwrap_or(hp.n_ctx_train);
     if n_ctx == 0 || n_ctx > 1 << 20 {

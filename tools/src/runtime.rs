@@ -61,6 +61,17 @@ pub fn set_threads(threads: usize) -> Result<usize> {
     Ok(rayon::current_num_threads())
 }
 
+/// `--lm-head`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum LmHead {
+    /// bitnet.cpp's numerics: the F16 head as stored.
+    #[default]
+    Exact,
+    /// Opt-in: the F16 head requantized to Q8_0 at load (half the bytes per token; logits
+    /// differ slightly from bitnet.cpp's).
+    Q8,
+}
+
 /// A loaded model.
 pub struct Loaded {
     /// The mapped file.
@@ -71,16 +82,48 @@ pub struct Loaded {
     pub tokenizer: Tokenizer,
     /// Milliseconds spent loading.
     pub load_ms: f64,
+    /// The requantized LM head's bytes, with `--lm-head q8`.
+    pub head_q8: Option<Vec<u8>>,
+}
+
+impl Loaded {
+    fn weights(&self) -> gguf::lower::WithQ8Head<'_> {
+        gguf::lower::WithQ8Head { file: &self.file, head: self.head_q8.as_deref() }
+    }
+}
+
+impl graph::WeightSource for Loaded {
+    fn weight_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.weights().bytes(name)
+    }
+
+    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> bool {
+        self.weights().copy_weight(name, dst)
+    }
 }
 
 /// Opens, lowers and builds the tokenizer, reporting progress on stderr unless `quiet`.
 pub fn load(path: &Path, quiet: bool) -> Result<Loaded> {
+    load_with(path, quiet, LmHead::Exact)
+}
+
+/// [`load`] with an LM-head choice.
+pub fn load_with(path: &Path, quiet: bool, lm_head: LmHead) -> Result<Loaded> {
     let t0 = Instant::now();
     if !quiet {
         eprintln!("loading {} …", path.display());
     }
     let file = GgufFile::open(path)?;
-    let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
+    let opts = gguf::LowerOptions { lm_head_q8: lm_head == LmHead::Q8 };
+    let model = gguf::lower_with(&file, opts).with_context(|| format!("lowering {}", path.display()))?;
+    let head_q8 = if model.graph.find(gguf::lower::Q8_HEAD).is_some() {
+        Some(gguf::lower::quantize_head_q8(&file, gguf::lower::q8_head_base(&file, &model.hparams))?)
+    } else {
+        if lm_head == LmHead::Q8 && !quiet {
+            eprintln!("--lm-head q8: the head is not F16 in this file; using it as stored");
+        }
+        None
+    };
     let tokenizer = Tokenizer::from_gguf(&file).context("building the tokenizer")?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     if !quiet {
@@ -94,10 +137,10 @@ pub fn load(path: &Path, quiet: bool) -> Result<Loaded> {
             model.graph.nodes().len()
         );
     }
-    Ok(Loaded { file, model, tokenizer, load_ms })
+    Ok(Loaded { file, model, tokenizer, load_ms, head_q8 })
 }
 
 /// Builds an executor for `loaded` on the chosen backend with `n_ctx` positions.
 pub fn executor<'a>(loaded: &'a Loaded, preferred: Option<Arc<dyn Backend>>, n_ctx: usize) -> Result<Executor<'a>> {
-    Ok(Executor::new(loaded.model.graph.clone(), &loaded.file, preferred, Arc::new(ScalarBackend::new()), n_ctx)?)
+    Ok(Executor::new(loaded.model.graph.clone(), loaded, preferred, Arc::new(ScalarBackend::new()), n_ctx)?)
 }

@@ -124,17 +124,9 @@ fn norm_vector(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).flat_map(|_| (0.9 + 0.2 * rng.unit()).to_le_bytes()).collect()
 }
 
-/// Q8_0 weight quantization as llama-quantize does it (`quantize_row_q8_0_ref`): d = amax/127
-/// stored as f16, q = round-half-away(x/d).
 fn q8_0_row(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(x.len() / 32 * 34);
-    for b in x.chunks(32) {
-        let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        out.extend(f16::from_f32(d).to_le_bytes());
-        out.extend(b.iter().map(|&v| (v * id).round() as i8 as u8));
-    }
+    graph::quant::quantize_q8_0_weights(x, &mut out);
     out
 }
 

@@ -14,6 +14,6 @@ pub mod value;
 pub mod writer;
 
 pub use error::{Error, ErrorKind, Result};
-pub use lower::{lower, HParams, Model};
+pub use lower::{lower, lower_with, HParams, LowerOptions, Model};
 pub use reader::{shape_from_ne, GgufFile, TensorInfo};
 pub use value::{Array, Value, ValueType};

@@ -13,6 +13,7 @@ use graph::{Graph, RopeStyle};
 use crate::error::Result;
 use crate::lower::blocks::{ArchBlocks, BlockNames, FfnAct, Lowerer};
 use crate::lower::hparams::HParams;
+use crate::lower::{head_weight, LowerOptions};
 use crate::reader::GgufFile;
 
 /// The blocks of this architecture.
@@ -25,6 +26,8 @@ pub const BLOCKS: ArchBlocks = ArchBlocks {
 };
 
 /// Lowers a `bitnet-b1.58` file.
-pub fn lower(file: &GgufFile, hp: &HParams) -> Result<Graph> {
-    Lowerer::new(file, &hp.arch).decoder(hp, &BLOCKS, "token_embd.weight")
+pub fn lower(file: &GgufFile, hp: &HParams, opts: LowerOptions) -> Result<Graph> {
+    let mut lw = Lowerer::new(file, &hp.arch);
+    let head = head_weight(&mut lw, file, "token_embd.weight", opts)?;
+    lw.decoder(hp, &BLOCKS, &head)
 }

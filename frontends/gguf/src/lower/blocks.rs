@@ -51,6 +51,14 @@ impl<'f> Lowerer<'f> {
         Ok(id)
     }
 
+    /// Registers a weight that is not in the file (its bytes come from the caller's weight
+    /// source), e.g. the requantized LM head.
+    pub fn virtual_weight(&mut self, name: &str, fact: TensorFact) -> Result<NodeId> {
+        let id = self.b.weight(name, fact)?;
+        self.weights.insert(name.to_string(), id);
+        Ok(id)
+    }
+
     /// `RMSNorm(x) ⊙ w` with `w` the tensor `weight`.
     pub fn rms_norm(&mut self, name: &str, x: NodeId, weight: &str, eps: f32) -> Result<NodeId> {
         let w = self.weight(weight)?;

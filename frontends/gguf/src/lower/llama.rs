@@ -14,6 +14,7 @@ use graph::{Graph, RopeStyle};
 use crate::error::Result;
 use crate::lower::blocks::{ArchBlocks, BlockNames, FfnAct, Lowerer};
 use crate::lower::hparams::HParams;
+use crate::lower::{head_weight, LowerOptions};
 use crate::reader::GgufFile;
 
 /// The blocks of this architecture.
@@ -26,7 +27,9 @@ pub const BLOCKS: ArchBlocks = ArchBlocks {
 };
 
 /// Lowers a `llama` file.
-pub fn lower(file: &GgufFile, hp: &HParams) -> Result<Graph> {
-    let head = if file.tensor("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
-    Lowerer::new(file, &hp.arch).decoder(hp, &BLOCKS, head)
+pub fn lower(file: &GgufFile, hp: &HParams, opts: LowerOptions) -> Result<Graph> {
+    let base = if file.tensor("output.weight").is_some() { "output.weight" } else { "token_embd.weight" };
+    let mut lw = Lowerer::new(file, &hp.arch);
+    let head = head_weight(&mut lw, file, base, opts)?;
+    lw.decoder(hp, &BLOCKS, &head)
 }
