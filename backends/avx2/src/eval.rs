@@ -183,44 +183,50 @@ impl I2sJob<'_> {
         }
     }
 
-    /// All tokens for rows `r .. r+R`, in tiles of `NT` tokens (and a smaller last one).
-    fn rows<const R: usize, const NT: usize>(&self, r: usize, r_local: usize, dots: &mut [i32]) {
-        let t = self.toks.len();
-        let mut n0 = 0;
-        while n0 < t {
-            let nn = (t - n0).min(NT);
-            match nn {
-                1 => self.tile::<R, 1>(r, r_local, n0, dots),
-                2 => self.tile::<R, 2>(r, r_local, n0, dots),
-                3 => self.tile::<R, 3>(r, r_local, n0, dots),
-                4 => self.tile::<R, 4>(r, r_local, n0, dots),
-                5 => self.tile::<R, 5>(r, r_local, n0, dots),
-                6 => self.tile::<R, 6>(r, r_local, n0, dots),
-                _ => unreachable!("token tiles hold at most 6 tokens"),
-            }
-            n0 += nn;
-        }
-    }
-
-    /// Every row of the task: blocks of [`I2S_ROW_BLOCK`] rows, each in tiles of `R` rows
-    /// (then single rows), followed by the float epilogue of the block.
+    /// Every row of the task: blocks of [`I2S_ROW_BLOCK`] rows, each followed by the float
+    /// epilogue of the block. Within a block the token tiles of `NT` tokens (and a smaller
+    /// last one) are the outer loop, so a tile's activations stay in L1 while the block's
+    /// codes (at most 64 rows, ~110 KB) come from L2; each token tile then walks the block in
+    /// tiles of `R` rows (then single rows).
     fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
         let n_rows = outs[0].len();
-        let mut dots = vec![0i32; self.toks.len() * I2S_ROW_BLOCK];
+        let t = self.toks.len();
+        let mut dots = vec![0i32; t * I2S_ROW_BLOCK];
         for b0 in (0..n_rows).step_by(I2S_ROW_BLOCK) {
             let nb = I2S_ROW_BLOCK.min(n_rows - b0);
-            let mut r = 0;
-            while r + R <= nb {
-                self.rows::<R, NT>(b0 + r, r, &mut dots);
-                r += R;
-            }
-            while r < nb {
-                self.rows::<1, NT>(b0 + r, r, &mut dots);
-                r += 1;
+            let mut n0 = 0;
+            while n0 < t {
+                let nn = (t - n0).min(NT);
+                match nn {
+                    1 => self.block::<R, 1>(b0, nb, n0, &mut dots),
+                    2 => self.block::<R, 2>(b0, nb, n0, &mut dots),
+                    3 => self.block::<R, 3>(b0, nb, n0, &mut dots),
+                    4 => self.block::<R, 4>(b0, nb, n0, &mut dots),
+                    5 => self.block::<R, 5>(b0, nb, n0, &mut dots),
+                    6 => self.block::<R, 6>(b0, nb, n0, &mut dots),
+                    7 => self.block::<R, 7>(b0, nb, n0, &mut dots),
+                    8 => self.block::<R, 8>(b0, nb, n0, &mut dots),
+                    _ => unreachable!("token tiles hold at most 8 tokens"),
+                }
+                n0 += nn;
             }
             for ((out, acc), &(s, sum)) in outs.iter_mut().zip(dots.chunks_exact(I2S_ROW_BLOCK)).zip(self.toks) {
                 i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
             }
+        }
+    }
+
+    /// Tokens `n0 .. n0+N` for the `nb` rows of the block at `b0`, in tiles of `R` rows
+    /// (then single rows).
+    fn block<const R: usize, const N: usize>(&self, b0: usize, nb: usize, n0: usize, dots: &mut [i32]) {
+        let mut r = 0;
+        while r + R <= nb {
+            self.tile::<R, N>(b0 + r, r, n0, dots);
+            r += R;
+        }
+        while r < nb {
+            self.tile::<1, N>(b0 + r, r, n0, dots);
+            r += 1;
         }
     }
 }
