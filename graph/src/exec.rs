@@ -550,10 +550,19 @@ fn buffer_mut<'a>(b: &'a mut Buffer, dtype: DType, dims: &'a [usize]) -> TensorM
 /// and points the weights at it. Falls back to the borrowed bytes when the mapping cannot
 /// be made.
 fn build_arena(graph: &Graph, wdata: &mut [Option<WeightData<'_>>], src: &dyn WeightSource) -> Result<Option<Arena>> {
+    // A table read only by embedding lookups touches one row per token: it stays borrowed
+    // from the file (with `--lm-head q8` the F16 embedding is such a table).
+    let only_lookup = |id: NodeId| {
+        graph.nodes().iter().filter(|n| n.inputs.contains(&id)).all(|n| matches!(n.op, Op::Embedding))
+    };
     let mut total = 0usize;
-    for w in wdata.iter().flatten() {
-        if let WeightData::Bytes(b) = w {
-            total = total.checked_add(b.len().div_ceil(ARENA_ALIGN) * ARENA_ALIGN).ok_or_else(|| Error::runtime("weights overflow"))?;
+    for (i, w) in wdata.iter().enumerate() {
+        if let Some(WeightData::Bytes(b)) = w {
+            if !only_lookup(i) {
+                total = total
+                    .checked_add(b.len().div_ceil(ARENA_ALIGN) * ARENA_ALIGN)
+                    .ok_or_else(|| Error::runtime("weights overflow"))?;
+            }
         }
     }
     if total == 0 || std::env::var_os("BITNET_NO_ARENA").is_some() {
@@ -565,6 +574,9 @@ fn build_arena(graph: &Graph, wdata: &mut [Option<WeightData<'_>>], src: &dyn We
     let mut off = 0usize;
     for (i, w) in wdata.iter_mut().enumerate() {
         let Some(WeightData::Bytes(b)) = w else { continue };
+        if only_lookup(i) {
+            continue;
+        }
         let len = b.len();
         let name = graph.node(i).weight_name().unwrap_or_default();
         if !src.copy_weight(name, &mut map[off..off + len]) {

@@ -310,11 +310,22 @@ impl GgufFile {
         if dst.len() as u64 != t.nbytes {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "destination size differs from the tensor's"));
         }
+        self.read_tensor_range(t, 0, dst)
+    }
+
+    /// Copies `dst.len()` bytes of a tensor starting `offset` bytes into its data, as
+    /// [`GgufFile::read_tensor_into`] does (reading the file, not the map).
+    pub fn read_tensor_range(&self, t: &TensorInfo, offset: u64, dst: &mut [u8]) -> std::io::Result<()> {
+        match offset.checked_add(dst.len() as u64) {
+            Some(end) if end <= t.nbytes => {}
+            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "range outside the tensor")),
+        }
         match &self.storage {
             #[cfg(unix)]
-            Storage::Mmap(_, file) => std::os::unix::fs::FileExt::read_exact_at(file, dst, t.abs_offset),
+            Storage::Mmap(_, file) => std::os::unix::fs::FileExt::read_exact_at(file, dst, t.abs_offset + offset),
             _ => {
-                dst.copy_from_slice(self.tensor_data(t));
+                let o = offset as usize;
+                dst.copy_from_slice(&self.tensor_data(t)[o..o + dst.len()]);
                 Ok(())
             }
         }

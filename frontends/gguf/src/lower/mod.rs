@@ -132,16 +132,24 @@ pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
         return Err(Error::tensor(name, format!("cannot requantize a {} tensor with ne {:?} to Q8_0", t.dtype, t.ne)));
     }
     let (rows, k) = (t.ne[1] as usize, t.ne[0] as usize);
-    let data = file.tensor_data(t);
     let row_out = k / 32 * 34;
     let mut out = vec![0u8; rows * row_out];
-    out.par_chunks_mut(row_out).enumerate().for_each(|(r, o)| {
-        let mut x = vec![0f32; k];
-        graph::quant::decode_f16(&data[r * k * 2..(r + 1) * k * 2], &mut x);
-        let mut q = Vec::with_capacity(row_out);
-        graph::quant::quantize_q8_0_weights(&x, &mut q);
-        o.copy_from_slice(&q);
-    });
+    // Read the F16 rows in chunks from the file rather than the map, so the 2-byte table
+    // does not become resident next to its 1-byte copy.
+    const CHUNK_ROWS: usize = 4096;
+    let mut f16_rows = vec![0u8; CHUNK_ROWS * k * 2];
+    for (c, out_chunk) in out.chunks_mut(CHUNK_ROWS * row_out).enumerate() {
+        let n = out_chunk.len() / row_out;
+        let src = &mut f16_rows[..n * k * 2];
+        file.read_tensor_range(t, (c * CHUNK_ROWS * k * 2) as u64, src).map_err(|e| Error::tensor(name, e.to_string()))?;
+        out_chunk.par_chunks_mut(row_out).zip(src.par_chunks(k * 2)).for_each(|(o, row)| {
+            let mut x = vec![0f32; k];
+            graph::quant::decode_f16(row, &mut x);
+            let mut q = Vec::with_capacity(row_out);
+            graph::quant::quantize_q8_0_weights(&x, &mut q);
+            o.copy_from_slice(&q);
+        });
+    }
     Ok(out)
 }
 
