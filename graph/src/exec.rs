@@ -164,7 +164,8 @@ impl<'w> Executor<'w> {
                     .checked_mul(head_dim)
                     .and_then(|x| x.checked_mul(kv_stride(n_ctx)))
                     .ok_or_else(|| Error::runtime("KV cache size overflows"))?;
-                kv[layer] = Some(KvBuf { k: vec![f16::ZERO; len], v: vec![f16::ZERO; len] });
+                // Zeroed allocations stay lazy: only the positions a run reaches become resident.
+                kv[layer] = Some(KvBuf { k: bytemuck::zeroed_vec(len), v: bytemuck::zeroed_vec(len) });
             }
         }
         let arena = build_arena(&graph, &mut wdata, weights)?;
