@@ -110,27 +110,31 @@ fn exec_greedy_matches_reference_token_by_token() {
     }
 }
 
-/// Batched prompt with `--logits-out`: every position's logits equal the reference's
-/// batched run bit for bit, and so do the greedy tokens.
+/// Batched prompt (`--ubatch 512`) with `--logits-out`, every shared prompt of the tiny
+/// model on the default backend: the greedy tokens equal the reference's batched run, and
+/// where the reference ships full logits, every position's logits are bit-identical.
 #[test]
 fn exec_batched_logits_out_matches_reference() {
     let idx = json("reference/tiny-i2_s/index.json");
     let dir = std::env::temp_dir().join(format!("bg-logits-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for p in idx["prompts"].as_array().unwrap().iter().take(2) {
+    for p in idx["prompts"].as_array().unwrap() {
         let out = dir.join("l.npy");
         let o = bg(&[
             "exec", &tiny(), "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ignore-eos", "--json",
-            "--logits-out", out.to_str().unwrap(),
+            "--ubatch", "512", "--logits-out", out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
         assert_eq!(ids(&r["generated_tokens"]), ids(&p["gen_tokens"]), "{}", p["id"]);
         let got = gguf::npy::read_f32(&out).unwrap();
-        let want = gguf::npy::read_f32(shared(&format!("reference/tiny-i2_s/{}", p["logits_file"].as_str().unwrap()))).unwrap();
-        assert_eq!(got.shape, want.shape);
-        let differ = got.data.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-        assert_eq!(differ, 0, "{}: {differ} logits differ", p["id"]);
+        assert_eq!(got.shape, vec![ids(&p["prompt_tokens"]).len(), 128256]);
+        let ref_file = shared(&format!("reference/tiny-i2_s/{}", p["logits_file"].as_str().unwrap()));
+        if ref_file.exists() {
+            let want = gguf::npy::read_f32(ref_file).unwrap();
+            let differ = got.data.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+            assert_eq!(differ, 0, "{}: {differ} logits differ", p["id"]);
+        }
     }
 }
 
