@@ -6,12 +6,15 @@ use graph::backend::{q8tok_row_bytes, Data, DataMut, KvLayer, TensorMut, TensorR
 use graph::{Backend, DType, Op};
 use half::f16;
 
+/// One input tensor: dtype, dims and its data (bytes, f32 or i32 by dtype).
+pub struct Input(pub DType, pub Vec<usize>, pub Vec<u8>, pub Vec<f32>, pub Vec<i32>);
+
 /// A prepared op call: inputs, output size, optional KV cache.
 pub struct Call {
     /// The op.
     pub op: Op,
-    /// Input dtypes, dims and bytes/floats.
-    pub inputs: Vec<(DType, Vec<usize>, Vec<u8>, Vec<f32>, Vec<i32>)>,
+    /// Inputs in the op's order.
+    pub inputs: Vec<Input>,
     /// Output dims (f32 output).
     pub out_dims: Vec<usize>,
     /// KV cache (k, v, stride).
@@ -49,7 +52,7 @@ pub fn i2s(m: usize, k: usize, t: usize) -> Call {
     }
     Call {
         op: Op::MatMulI2S,
-        inputs: vec![(DType::I2S, vec![m, k], w, vec![], vec![]), (DType::Q8Tok, vec![t, k], x, vec![], vec![])],
+        inputs: vec![Input(DType::I2S, vec![m, k], w, vec![], vec![]), Input(DType::Q8Tok, vec![t, k], x, vec![], vec![])],
         out_dims: vec![t, m],
         kv: None,
         weight_bytes: (m * k / 4) as u64,
@@ -64,7 +67,7 @@ pub fn f16_matmul(m: usize, k: usize, t: usize) -> Call {
     let x: Vec<f32> = (0..t * k).map(|_| (lcg(&mut s) % 1000) as f32 / 500.0 - 1.0).collect();
     Call {
         op: Op::MatMulF16,
-        inputs: vec![(DType::F16, vec![m, k], w, vec![], vec![]), (DType::F32, vec![t, k], vec![], x, vec![])],
+        inputs: vec![Input(DType::F16, vec![m, k], w, vec![], vec![]), Input(DType::F32, vec![t, k], vec![], x, vec![])],
         out_dims: vec![t, m],
         kv: None,
         weight_bytes: (m * k * 2) as u64,
@@ -86,10 +89,10 @@ pub fn attention(ctx: usize) -> Call {
     Call {
         op: Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() },
         inputs: vec![
-            (DType::F32, vec![1, h, hd], vec![], q, vec![]),
-            (DType::F32, vec![1, hkv, hd], vec![], kn, vec![]),
-            (DType::F32, vec![1, hkv, hd], vec![], vn, vec![]),
-            (DType::I32, vec![1], vec![], vec![], vec![ctx as i32]),
+            Input(DType::F32, vec![1, h, hd], vec![], q, vec![]),
+            Input(DType::F32, vec![1, hkv, hd], vec![], kn, vec![]),
+            Input(DType::F32, vec![1, hkv, hd], vec![], vn, vec![]),
+            Input(DType::I32, vec![1], vec![], vec![], vec![ctx as i32]),
         ],
         out_dims: vec![1, h * hd],
         kv: Some((k, v, stride)),
@@ -104,7 +107,7 @@ impl Call {
         let inputs: Vec<TensorRef<'_>> = self
             .inputs
             .iter()
-            .map(|(dt, dims, b, f, i)| {
+            .map(|Input(dt, dims, b, f, i)| {
                 let data = match dt {
                     DType::F32 => Data::F32(f),
                     DType::I32 => Data::I32(i),

@@ -82,7 +82,7 @@ impl DType {
         let n = row.checked_mul(rows)?;
         match self {
             DType::I2S => {
-                if row % 128 != 0 {
+                if !row.is_multiple_of(128) {
                     return None;
                 }
                 (n / 4).checked_add(32)
@@ -90,7 +90,7 @@ impl DType {
             DType::Q8Tok => row.checked_add(8)?.checked_mul(rows),
             _ => {
                 let (blk, size) = self.block()?;
-                if row % blk != 0 {
+                if !row.is_multiple_of(blk) {
                     return None;
                 }
                 (n / blk).checked_mul(size)

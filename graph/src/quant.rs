@@ -50,7 +50,7 @@ pub fn decode_i2s(data: &[u8], n: usize, out: &mut [f32]) {
 /// garbage there, which readers must ignore).
 pub fn pack_i2s(codes: &[u8], scale: f32, trailer: &[u8; 28]) -> Vec<u8> {
     let n = codes.len();
-    assert!(n % I2S_GROUP == 0, "I2_S element count must be a multiple of 128");
+    assert!(n.is_multiple_of(I2S_GROUP), "I2_S element count must be a multiple of 128");
     let mut out = vec![0u8; n / 4 + 32];
     for (e, &c) in codes.iter().enumerate() {
         let (g, p) = (e / I2S_GROUP, e % I2S_GROUP);
@@ -205,7 +205,7 @@ pub fn pack_tq1_0(codes: &[u8], d: f16) -> [u8; 54] {
         if extra_shift {
             q *= 3;
         }
-        ((q * 256 + 242) / 243) as u8
+        (q * 256).div_ceil(243) as u8
     };
     for m in 0..32 {
         blk[m] = enc(&mut (0..5).map(|n| codes[32 * n + m]), false);

@@ -157,11 +157,11 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
             bail!("{what} {v}: I2_S needs a positive multiple of 128");
         }
     }
-    if d.layers == 0 || d.heads == 0 || d.kv_heads == 0 || d.embd % d.heads != 0 || d.heads % d.kv_heads != 0 {
+    if d.layers == 0 || d.heads == 0 || d.kv_heads == 0 || !d.embd.is_multiple_of(d.heads) || !d.heads.is_multiple_of(d.kv_heads) {
         bail!("inconsistent heads: {} heads, {} KV heads, n_embd {}", d.heads, d.kv_heads, d.embd);
     }
     let hd = d.embd / d.heads;
-    if hd % 2 != 0 || (d.kv_heads * hd) % 4 != 0 {
+    if !hd.is_multiple_of(2) || !(d.kv_heads * hd).is_multiple_of(4) {
         bail!("head dimension {hd} does not fit I2_S (even, KV width a multiple of 4)");
     }
     let arch = a.arch.gguf_name();
@@ -207,7 +207,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
         Some(SynthEmbd::F16) => DType::F16,
         Some(SynthEmbd::Q8_0) => DType::Q8_0,
         Some(SynthEmbd::Q4_0) => DType::Q4_0,
-        None if d.embd % 256 == 0 => DType::F16,
+        None if d.embd.is_multiple_of(256) => DType::F16,
         None => DType::Q8_0,
     };
     let spec = |name: String, ne: Vec<u64>, dt: DType| {

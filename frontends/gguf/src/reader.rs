@@ -348,16 +348,16 @@ fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
     let row = ne[0];
     let rows: u64 = ne[1..].iter().product();
     if dtype == DType::I2S {
-        if row % 128 != 0 {
+        if !row.is_multiple_of(128) {
             return Err(Error::tensor(name, format!("I2_S row length ne0 = {row} is not a multiple of 128")));
         }
         // docs/format.md §1.6: `ne1 % 4 == 0` (which implies `rows % 4 == 0` for 3-D and 4-D).
-        if ne.len() < 2 || ne[1] % 4 != 0 {
+        if ne.len() < 2 || !ne[1].is_multiple_of(4) {
             return Err(Error::tensor(name, format!("I2_S needs a matrix whose ne1 is a multiple of 4, got ne {ne:?}")));
         }
     }
     if let Some((blk, _)) = dtype.block() {
-        if row % blk as u64 != 0 {
+        if !row.is_multiple_of(blk as u64) {
             return Err(Error::tensor(name, format!("ne0 = {row} is not a multiple of the {dtype} block size {blk}")));
         }
     }

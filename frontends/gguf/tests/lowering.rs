@@ -124,7 +124,8 @@ fn wrong_matmul_shape_is_rejected() {
 #[test]
 fn metadata_errors_are_clear() {
     let file = tiny();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Vec<(String, Value)>)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut Vec<(String, Value)>)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         ("unknown arch", Box::new(|md| set_meta(md, "general.architecture", Value::String("gpt-j".into()))), "supported: bitnet-b1.58"),
         ("missing key", Box::new(|md| md.retain(|(k, _)| k != "bitnet-b1.58.block_count")), "bitnet-b1.58.block_count"),
         ("heads", Box::new(|md| set_meta(md, "bitnet-b1.58.attention.head_count", Value::U32(3))), "do not divide the embedding width"),

@@ -78,7 +78,7 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// If `K` is not a multiple of 128 or `codes.len() != K/4`.
 pub fn vec_dot_i2s_i8(codes: &[u8], q: &[i8]) -> i32 {
     let k = q.len();
-    assert!(k % I2S_GROUP == 0, "vec_dot_i2s_i8: K = {k} is not a multiple of {I2S_GROUP}");
+    assert!(k.is_multiple_of(I2S_GROUP), "vec_dot_i2s_i8: K = {k} is not a multiple of {I2S_GROUP}");
     assert_eq!(codes.len(), k / 4, "vec_dot_i2s_i8: a row of K = {k} has K/4 code bytes");
     let n_groups = k / I2S_GROUP;
     let mut total = 0i32;

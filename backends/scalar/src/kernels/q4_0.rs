@@ -39,7 +39,7 @@ pub const Q4_0_BLOCK_BYTES: usize = 18;
 /// # Panics
 /// If `w.len()` is not a multiple of 18 or the block counts differ.
 pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
-    assert!(w.len() % Q4_0_BLOCK_BYTES == 0, "vec_dot_q4_0_q8_0: not whole weight blocks");
+    assert!(w.len().is_multiple_of(Q4_0_BLOCK_BYTES), "vec_dot_q4_0_q8_0: not whole weight blocks");
     let nb = w.len() / Q4_0_BLOCK_BYTES;
     assert_eq!(a.len(), nb * Q8_0_BLOCK_BYTES, "vec_dot_q4_0_q8_0: activation length");
     let mut acc = [0.0f32; 8];

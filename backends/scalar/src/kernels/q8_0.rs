@@ -38,7 +38,7 @@ fn cvtps_epi32(v: f32) -> i32 {
 /// # Panics
 /// If `x.len()` is not a multiple of 32 or `out.len() != x.len()/32·34`.
 pub fn quantize_row_q8_0_act(x: &[f32], out: &mut [u8]) {
-    assert!(x.len() % Q8_0_BLOCK == 0, "quantize_row_q8_0_act: length {} is not a multiple of 32", x.len());
+    assert!(x.len().is_multiple_of(Q8_0_BLOCK), "quantize_row_q8_0_act: length {} is not a multiple of 32", x.len());
     assert_eq!(out.len(), x.len() / Q8_0_BLOCK * Q8_0_BLOCK_BYTES, "quantize_row_q8_0_act: output length");
     for (xb, ob) in x.chunks_exact(Q8_0_BLOCK).zip(out.chunks_exact_mut(Q8_0_BLOCK_BYTES)) {
         let mut amax = 0.0f32;
@@ -81,7 +81,7 @@ pub fn quantize_row_q8_0_act(x: &[f32], out: &mut [u8]) {
 /// If the lengths differ or are not a multiple of 34.
 pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     assert_eq!(w.len(), a.len(), "vec_dot_q8_0_q8_0: lengths");
-    assert!(w.len() % Q8_0_BLOCK_BYTES == 0, "vec_dot_q8_0_q8_0: not whole blocks");
+    assert!(w.len().is_multiple_of(Q8_0_BLOCK_BYTES), "vec_dot_q8_0_q8_0: not whole blocks");
     let mut acc = [0.0f32; 8];
     for (wb, ab) in w.chunks_exact(Q8_0_BLOCK_BYTES).zip(a.chunks_exact(Q8_0_BLOCK_BYTES)) {
         let dw = f16::from_le_bytes([wb[0], wb[1]]).to_f32();

@@ -27,7 +27,7 @@ use graph::RopeStyle;
 /// If `x.len() != n_head·head_dim`, `n_rot > head_dim` or `n_rot` is odd.
 pub fn rope_f32(x: &mut [f32], n_head: usize, head_dim: usize, n_rot: usize, pos: i32, freq_base: f32, style: RopeStyle) {
     assert_eq!(x.len(), n_head * head_dim, "rope_f32: x must be [n_head, head_dim]");
-    assert!(n_rot <= head_dim && n_rot % 2 == 0, "rope_f32: n_rot = {n_rot} with head_dim = {head_dim}");
+    assert!(n_rot <= head_dim && n_rot.is_multiple_of(2), "rope_f32: n_rot = {n_rot} with head_dim = {head_dim}");
     let half = n_rot / 2;
     let theta_scale: f32 = freq_base.powf(-2.0f32 / n_rot as f32);
     let mut cos_sin = Vec::with_capacity(half);

@@ -47,7 +47,7 @@ pub const TQ1_0_BLOCK_BYTES: usize = 54;
 /// # Panics
 /// If `x.len()` is not a multiple of 256 or `out.len() != x.len()/256·260`.
 pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
-    assert!(x.len() % Q8K_BLOCK == 0, "quantize_row_q8_k: length {} is not a multiple of 256", x.len());
+    assert!(x.len().is_multiple_of(Q8K_BLOCK), "quantize_row_q8_k: length {} is not a multiple of 256", x.len());
     assert_eq!(out.len(), x.len() / Q8K_BLOCK * Q8K_BLOCK_BYTES, "quantize_row_q8_k: output length");
     for (xb, ob) in x.chunks_exact(Q8K_BLOCK).zip(out.chunks_exact_mut(Q8K_BLOCK_BYTES)) {
         let mut amax = 0.0f32;
@@ -132,7 +132,7 @@ fn tq_dot(nb: usize, a: &[u8], dw: impl Fn(usize) -> f32, codes: impl Fn(usize, 
 /// # Panics
 /// If `w.len()` is not a multiple of 66 or the block counts differ.
 pub fn vec_dot_tq2_0_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    assert!(w.len() % TQ2_0_BLOCK_BYTES == 0, "vec_dot_tq2_0_q8_k: not whole weight blocks");
+    assert!(w.len().is_multiple_of(TQ2_0_BLOCK_BYTES), "vec_dot_tq2_0_q8_k: not whole weight blocks");
     let nb = w.len() / TQ2_0_BLOCK_BYTES;
     assert_eq!(a.len(), nb * Q8K_BLOCK_BYTES, "vec_dot_tq2_0_q8_k: activation length");
     let blk = |b: usize| &w[b * TQ2_0_BLOCK_BYTES..(b + 1) * TQ2_0_BLOCK_BYTES];
@@ -152,7 +152,7 @@ pub fn vec_dot_tq2_0_q8_k(w: &[u8], a: &[u8]) -> f32 {
 /// # Panics
 /// If `w.len()` is not a multiple of 54 or the block counts differ.
 pub fn vec_dot_tq1_0_q8_k(w: &[u8], a: &[u8]) -> f32 {
-    assert!(w.len() % TQ1_0_BLOCK_BYTES == 0, "vec_dot_tq1_0_q8_k: not whole weight blocks");
+    assert!(w.len().is_multiple_of(TQ1_0_BLOCK_BYTES), "vec_dot_tq1_0_q8_k: not whole weight blocks");
     let nb = w.len() / TQ1_0_BLOCK_BYTES;
     assert_eq!(a.len(), nb * Q8K_BLOCK_BYTES, "vec_dot_tq1_0_q8_k: activation length");
     let blk = |b: usize| &w[b * TQ1_0_BLOCK_BYTES..(b + 1) * TQ1_0_BLOCK_BYTES];

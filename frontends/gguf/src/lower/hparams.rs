@@ -50,7 +50,7 @@ impl HParams {
                     let i = v
                         .as_int()
                         .ok_or_else(|| Error::metadata(&full, format!("expected an integer, found {}", v.value_type().name())))?;
-                    if i < 1 || i > MAX_DIM {
+                    if !(1..=MAX_DIM).contains(&i) {
                         return Err(Error::metadata(&full, format!("{i} is out of range 1..={MAX_DIM}")));
                     }
                     Ok(Some(i as usize))
