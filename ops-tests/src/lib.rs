@@ -75,6 +75,7 @@ pub fn greedy(ex: &mut Executor<'_>, last: &[f32], pos0: usize, n: usize) -> (Ve
     (toks, steps)
 }
 
+pub mod bitexact;
 pub mod cases;
 pub mod parity;
 

@@ -26,6 +26,7 @@ use backend_scalar::kernels as k;
 use gguf::{GgufFile, Value};
 use graph::RopeStyle;
 use half::f16;
+use ops_tests::bitexact::{par_fill, BitReport};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -219,91 +220,20 @@ fn passes() -> &'static [Pass] {
 // Comparison and reporting
 // ---------------------------------------------------------------------------------------
 
-/// Collects per-node results of one test.
-#[derive(Default)]
-struct Report {
-    checked: Vec<String>,
-    failures: Vec<String>,
-    values: usize,
-}
-
-impl Report {
-    /// Compares f32 bits; records one line per node.
-    fn compare(&mut self, pass: &Pass, node: &Node, got: &[f32], want: &[f32]) {
-        let label = format!("{}: {}", pass.label, node.label());
-        if got.len() != want.len() {
-            self.failures.push(format!("{label}: computed {} values, dump has {}", got.len(), want.len()));
-            return;
-        }
-        let mut bad = 0usize;
-        let mut max_abs = 0.0f64;
-        let mut first = None;
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            if g.to_bits() != w.to_bits() {
-                bad += 1;
-                let d = (f64::from(g) - f64::from(w)).abs();
-                if d > max_abs || d.is_nan() {
-                    max_abs = d;
-                }
-                first.get_or_insert((i, g, w));
-            }
-        }
-        self.values += got.len();
-        self.checked.push(format!("{}: {}", pass.label, node.name));
-        if bad == 0 {
-            println!("[bit-exact] {label}: {} values", got.len());
-        } else {
-            let (i, g, w) = first.unwrap();
-            let msg = format!(
-                "{label}: {bad}/{} values differ, max |Δ| = {max_abs:.3e}; first at {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
-                got.len(),
-                g.to_bits(),
-                w.to_bits()
-            );
-            println!("[MISMATCH] {msg}");
-            self.failures.push(msg);
-        }
-    }
-
-    /// Panics if a node differed or a required node was not checked.
-    fn finish(self, what: &str, required: &[(&str, &str)]) {
-        let mut missing = Vec::new();
-        for &(pass, name) in required {
-            if !self.checked.iter().any(|c| c == &format!("{pass}: {name}")) {
-                missing.push(format!("{pass}: {name}"));
-            }
-        }
-        println!("{what}: {} nodes, {} values compared, {} differ", self.checked.len(), self.values, self.failures.len());
-        assert!(missing.is_empty(), "{what}: required nodes were not checked: {missing:?}");
-        assert!(self.failures.is_empty(), "{what}: {} nodes not bit-exact:\n{}", self.failures.len(), self.failures.join("\n"));
-    }
+/// Records one node's comparison under the key `pass: name` (what the required lists use).
+fn compare(rep: &mut BitReport, pass: &Pass, node: &Node, got: &[f32], want: &[f32]) {
+    rep.compare(format!("{}: {}", pass.label, node.name), &format!("{}: {}", pass.label, node.label()), got, want);
 }
 
 /// `(pass, node)` pairs that must be checked in both tiny passes named in the brief.
-fn required_both(names: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+fn required_both(names: &[&'static str]) -> Vec<String> {
     let mut v = Vec::new();
     for pass in ["tiny/tensors", "tiny/gen0"] {
         for &n in names {
-            v.push((pass, n));
+            v.push(format!("{pass}: {n}"));
         }
     }
     v
-}
-
-/// Splits `out` over threads; `f(i)` computes element `i`.
-fn par_fill(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-    let chunk = out.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (c, part) in out.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (j, o) in part.iter_mut().enumerate() {
-                    *o = f(c * chunk + j);
-                }
-            });
-        }
-    });
 }
 
 fn to_f16(x: &[f32]) -> Vec<f16> {
@@ -323,7 +253,7 @@ fn last_dim(node: &Node) -> usize {
 /// (norm then weight multiply, computed by `rms_norm_f32` from the norm's input).
 #[test]
 fn rms_norm_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         let eps = pass.model.eps;
         for (i, node) in pass.nodes.iter().enumerate() {
@@ -345,7 +275,7 @@ fn rms_norm_bit_exact() {
             for (o, r) in got.chunks_mut(n).zip(x.chunks(n)) {
                 k::rms_norm_f32(r, &w, eps, o);
             }
-            rep.compare(pass, node, &got, &node.data());
+            compare(&mut rep, pass, node, &got, &node.data());
         }
     }
     rep.finish(
@@ -358,7 +288,7 @@ fn rms_norm_bit_exact() {
 /// `quantize_row_i8`, `vec_dot_i2s_i8` per output row, `i2s_output`.
 #[test]
 fn i2s_matmul_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         for (i, node) in pass.nodes.iter().enumerate() {
             if node.op != "MUL_MAT" {
@@ -381,7 +311,7 @@ fn i2s_matmul_bit_exact() {
                     *y = k::i2s_output(acc, qsum, s, scale);
                 }
             }
-            rep.compare(pass, node, &got, &node.data());
+            compare(&mut rep, pass, node, &got, &node.data());
         }
     }
     rep.finish(
@@ -394,7 +324,7 @@ fn i2s_matmul_bit_exact() {
 /// positions, with the model's base, n_rot and pairing.
 #[test]
 fn rope_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         let m = pass.model;
         for (i, node) in pass.nodes.iter().enumerate() {
@@ -408,7 +338,7 @@ fn rope_bit_exact() {
             for (row, &p) in x.chunks_mut(per_token).zip(&pass.positions) {
                 k::rope_f32(row, per_token / hd, hd, m.n_rot, p, m.rope_base, m.style);
             }
-            rep.compare(pass, node, &x, &node.data());
+            compare(&mut rep, pass, node, &x, &node.data());
         }
     }
     rep.finish("rope", &required_both(&["Qcur-0", "Kcur-0"]));
@@ -418,7 +348,7 @@ fn rope_bit_exact() {
 /// slots of the view (unwritten slots are zeros), both modes.
 #[test]
 fn kq_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         for (i, node) in pass.nodes.iter().enumerate() {
             if node.op != "MUL_MAT" || !node.src0.as_deref().is_some_and(|s| s.starts_with("k-")) {
@@ -442,7 +372,7 @@ fn kq_bit_exact() {
                     }
                 }
             }
-            rep.compare(pass, node, &got, &node.data());
+            compare(&mut rep, pass, node, &got, &node.data());
         }
     }
     rep.finish("kq", &required_both(&["kq-0"]));
@@ -452,7 +382,7 @@ fn kq_bit_exact() {
 /// position; every slot holds the position of its index), then `softmax_f32` per row.
 #[test]
 fn softmax_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         for (i, node) in pass.nodes.iter().enumerate() {
             if node.op != "SOFT_MAX" {
@@ -475,7 +405,7 @@ fn softmax_bit_exact() {
                 }
                 k::softmax_f32(orow);
             }
-            rep.compare(pass, node, &got, &node.data());
+            compare(&mut rep, pass, node, &got, &node.data());
         }
     }
     rep.finish("softmax", &required_both(&["kq_soft_max_ext-0"]));
@@ -485,7 +415,7 @@ fn softmax_bit_exact() {
 /// with P in f32; one token: P rounded to f16, `vec_dot_f16`.
 #[test]
 fn kqv_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         for (i, node) in pass.nodes.iter().enumerate() {
             if node.op != "MUL_MAT" || !node.src0.as_deref().is_some_and(|s| s.starts_with("v-")) {
@@ -511,7 +441,7 @@ fn kqv_bit_exact() {
                     }
                 }
             }
-            rep.compare(pass, node, &got, &node.data());
+            compare(&mut rep, pass, node, &got, &node.data());
         }
     }
     rep.finish("kqv", &required_both(&["kqv-0"]));
@@ -523,7 +453,7 @@ fn kqv_bit_exact() {
 /// every mode.
 #[test]
 fn lm_head_bit_exact() {
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for pass in passes() {
         for (i, node) in pass.nodes.iter().enumerate() {
             if node.op != "MUL_MAT" || node.src0.as_deref() != Some("token_embd.weight") {
@@ -563,17 +493,14 @@ fn lm_head_bit_exact() {
                 }
             }
             if matches!(info.ggml_type, GGML_F16 | GGML_Q8_0) {
-                rep.compare(pass, node, &got, &node.data());
+                compare(&mut rep, pass, node, &got, &node.data());
             }
         }
     }
     let mut req = required_both(&["result_output"]);
-    req.extend(
-        (0..6)
-            .map(|p| (["tiny/seq#0", "tiny/seq#1", "tiny/seq#2", "tiny/seq#3", "tiny/seq#4", "tiny/seq#5"][p], "result_output")),
-    );
-    req.push(("b1-spm-i2_s/tensors", "result_output"));
-    req.push(("llama-tern-i2_s/tensors", "result_output"));
+    req.extend((0..6).map(|p| format!("tiny/seq#{p}: result_output")));
+    req.push("b1-spm-i2_s/tensors: result_output".into());
+    req.push("llama-tern-i2_s/tensors: result_output".into());
     rep.finish("lm_head", &req);
 }
 

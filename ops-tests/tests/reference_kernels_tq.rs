@@ -23,6 +23,7 @@ use std::sync::OnceLock;
 
 use backend_scalar::kernels as k;
 use gguf::GgufFile;
+use ops_tests::bitexact::{par_fill, BitReport};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -126,76 +127,6 @@ fn src(before: usize, name: &str) -> Option<&'static Node> {
 // ---------------------------------------------------------------------------------------
 // Comparison and reporting
 // ---------------------------------------------------------------------------------------
-
-/// Collects per-node results of one test.
-#[derive(Default)]
-struct Report {
-    checked: Vec<String>,
-    failures: Vec<String>,
-    values: usize,
-}
-
-impl Report {
-    /// Compares f32 bits; records one line per node under `label`.
-    fn compare(&mut self, label: &str, got: &[f32], want: &[f32]) {
-        if got.len() != want.len() {
-            self.failures.push(format!("{label}: computed {} values, dump has {}", got.len(), want.len()));
-            return;
-        }
-        let mut bad = 0usize;
-        let mut max_abs = 0.0f64;
-        let mut first = None;
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            if g.to_bits() != w.to_bits() {
-                bad += 1;
-                let d = (f64::from(g) - f64::from(w)).abs();
-                if d > max_abs || d.is_nan() {
-                    max_abs = d;
-                }
-                first.get_or_insert((i, g, w));
-            }
-        }
-        self.values += got.len();
-        self.checked.push(label.to_owned());
-        if bad == 0 {
-            println!("[bit-exact] {label}: {} values", got.len());
-        } else {
-            let (i, g, w) = first.unwrap();
-            let msg = format!(
-                "{label}: {bad}/{} values differ, max |Δ| = {max_abs:.3e}; first at {i}: got {g:e} ({:#010x}), want {w:e} ({:#010x})",
-                got.len(),
-                g.to_bits(),
-                w.to_bits()
-            );
-            println!("[MISMATCH] {msg}");
-            self.failures.push(msg);
-        }
-    }
-
-    /// Panics if a node differed or a required label was not checked.
-    fn finish(self, what: &str, required: &[String]) {
-        let missing: Vec<&String> = required.iter().filter(|r| !self.checked.contains(r)).collect();
-        println!("{what}: {} nodes, {} values compared, {} differ", self.checked.len(), self.values, self.failures.len());
-        assert!(missing.is_empty(), "{what}: required nodes were not checked: {missing:?}");
-        assert!(self.failures.is_empty(), "{what}: {} nodes not bit-exact:\n{}", self.failures.len(), self.failures.join("\n"));
-    }
-}
-
-/// Splits `out` over threads; `f(i)` computes element `i`.
-fn par_fill(out: &mut [f32], f: impl Fn(usize) -> f32 + Sync) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-    let chunk = out.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        for (c, part) in out.chunks_mut(chunk).enumerate() {
-            let f = &f;
-            s.spawn(move || {
-                for (j, o) in part.iter_mut().enumerate() {
-                    *o = f(c * chunk + j);
-                }
-            });
-        }
-    });
-}
 
 // ---------------------------------------------------------------------------------------
 // Products
@@ -383,7 +314,7 @@ fn required_products() -> Vec<String> {
 #[test]
 fn tq_matmul_bit_exact() {
     let (tq2, tq1) = models();
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     let list = tq_nodes();
     assert_eq!(list.len(), 14, "expected 7 ternary products per layer");
     for (i, node, w) in list {
@@ -394,7 +325,8 @@ fn tq_matmul_bit_exact() {
             let weight = tq_weight(file, &w, ty);
             let got = tq_matmul(&weight, &x);
             println!("  {label}: {} [{}×{}] × {} ({} tokens)", w, weight.m, weight.k, input.name, x.len() / weight.k);
-            rep.compare(&format!("{label}: {}", node.name), &got, &want);
+            let key = format!("{label}: {}", node.name);
+            rep.compare(key.clone(), &key, &got, &want);
         }
     }
     rep.finish("tq_matmul", &required_products());
@@ -463,10 +395,11 @@ fn q4_0_lm_head_bit_exact() {
     let (shape, want) = node.load();
     assert_eq!(shape, [6, 32000]);
     let zd = z.data();
-    let mut rep = Report::default();
+    let mut rep = BitReport::default();
     for (file, label) in [(tq2, TQ2), (tq1, TQ1)] {
         let got = q4_0_head(file, &zd);
-        rep.compare(&format!("{label}: result_output"), &got, &want);
+        let key = format!("{label}: result_output");
+        rep.compare(key.clone(), &key, &got, &want);
     }
     rep.finish("q4_0_lm_head", &[format!("{TQ2}: result_output"), format!("{TQ1}: result_output")]);
 }
