@@ -3,16 +3,14 @@
 //! Run with `cargo test -p gguf --release --test tokenizer` (the vocabulary is 128,256
 //! tokens with 280,147 merges).
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use gguf::tokenizer::{Detokenizer, TokenType, Tokenizer};
-use gguf::{Array, ErrorKind, GgufFile, Value};
+mod common;
 
-fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared").join(rel)
-}
+use common::{build, shared, tok_err, vectors, with};
+use gguf::tokenizer::{Detokenizer, TokenType, Tokenizer};
+use gguf::{Array, GgufFile, Value};
 
 fn model_file() -> &'static GgufFile {
     static F: OnceLock<GgufFile> = OnceLock::new();
@@ -29,18 +27,6 @@ fn llama3() -> &'static Tokenizer {
 fn default_pre() -> &'static Tokenizer {
     static T: OnceLock<Tokenizer> = OnceLock::new();
     T.get_or_init(|| Tokenizer::from_gguf_with_pre(model_file(), "default").expect("tokenizer"))
-}
-
-/// The 46 llama.cpp test vectors: (input, expected ids).
-fn vectors() -> Vec<(String, Vec<u32>)> {
-    let inp = std::fs::read_to_string(shared("reference/tokenizer/ggml-vocab-llama-bpe.gguf.inp")).unwrap();
-    let out = std::fs::read_to_string(shared("reference/tokenizer/ggml-vocab-llama-bpe.gguf.out")).unwrap();
-    let mut cases: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    assert_eq!(cases.pop(), Some(""), "the .inp file ends with a separator");
-    let lines: Vec<&str> = out.split('\n').collect();
-    assert!(lines.len() >= cases.len());
-    assert_eq!(cases.len(), 46);
-    cases.iter().zip(lines).map(|(c, l)| (c.to_string(), l.split_whitespace().map(|t| t.parse().unwrap()).collect())).collect()
 }
 
 #[test]
@@ -74,7 +60,7 @@ fn vocabulary_facts() {
 fn llama_bpe_test_vectors_46_of_46() {
     let t = llama3();
     let mut failed = Vec::new();
-    for (i, (text, want)) in vectors().iter().enumerate() {
+    for (i, (text, want)) in vectors("ggml-vocab-llama-bpe.gguf").iter().enumerate() {
         let got = t.tokenize(text, false, false);
         if &got != want {
             failed.push(format!("case {i} {text:?}: got {got:?}, want {want:?}"));
@@ -115,7 +101,7 @@ fn default_pretokenizer_39_of_46() {
     assert_eq!(llama3().tokenize(" y'all", false, false), [379, 65948]);
 
     let mut failed = Vec::new();
-    let v = vectors();
+    let v = vectors("ggml-vocab-llama-bpe.gguf");
     for (i, (text, want)) in v.iter().enumerate() {
         let got = t.tokenize(text, false, false);
         if &got != want {
@@ -175,7 +161,7 @@ fn detokenizer_streams_split_characters() {
 #[test]
 fn round_trip_on_test_vectors() {
     for t in [llama3(), default_pre()] {
-        for (text, _) in vectors() {
+        for (text, _) in vectors("ggml-vocab-llama-bpe.gguf") {
             let ids = t.tokenize(&text, false, false);
             let bytes: Vec<u8> = ids.iter().flat_map(|&id| t.token_to_piece(id, false)).collect();
             assert_eq!(String::from_utf8(bytes).unwrap(), text);
@@ -193,7 +179,7 @@ fn load_and_tokenize_speed() {
     let t0 = Instant::now();
     let t = Tokenizer::from_gguf(file).unwrap();
     let load = t0.elapsed();
-    let text: String = vectors().into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("\n");
+    let text: String = vectors("ggml-vocab-llama-bpe.gguf").into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("\n");
     let big = text.repeat(200);
     let t1 = Instant::now();
     let ids = t.tokenize(&big, false, false);
@@ -253,31 +239,6 @@ fn byte_char(b: u8) -> String {
     }
     let k = (0..b).filter(|&x| !printable(x)).count() as u32;
     char::from_u32(0x100 + k).unwrap().to_string()
-}
-
-fn build(meta: &[(String, Value)]) -> Result<Tokenizer, gguf::Error> {
-    let mut buf = Vec::new();
-    gguf::writer::write_gguf(&mut buf, meta, &[], 32).unwrap();
-    let file = GgufFile::from_bytes(buf).expect("writer output parses");
-    Tokenizer::from_gguf(&file)
-}
-
-fn with(meta: &[(String, Value)], key: &str, v: Option<Value>) -> Vec<(String, Value)> {
-    let mut m: Vec<_> = meta.iter().filter(|(k, _)| k != key).cloned().collect();
-    if let Some(v) = v {
-        m.push((key.to_string(), v));
-    }
-    m
-}
-
-fn tok_err(meta: &[(String, Value)]) -> String {
-    match build(meta) {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => {
-            assert!(matches!(e.kind(), ErrorKind::Tokenizer(_)), "{e}");
-            e.to_string()
-        }
-    }
 }
 
 #[test]

@@ -14,12 +14,13 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+mod common;
+
+use common::{build, tok_err, vectors, with};
 use gguf::tokenizer::{Detokenizer, TokenType, Tokenizer};
-use gguf::{Array, ErrorKind, GgufFile, Value};
+use gguf::{Array, GgufFile, Value};
 
 const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/b1-spm-i2_s.gguf");
-const VEC_INP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/tokenizer/ggml-vocab-llama-spm.gguf.inp");
-const VEC_OUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/tokenizer/ggml-vocab-llama-spm.gguf.out");
 const PROMPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/reference/tokenizer/prompts_tokenized_spm.json");
 
 fn spm() -> &'static Tokenizer {
@@ -28,18 +29,6 @@ fn spm() -> &'static Tokenizer {
         let file = GgufFile::open(MODEL).expect("open b1-spm-i2_s.gguf");
         Tokenizer::from_gguf(&file).expect("tokenizer")
     })
-}
-
-/// The 46 llama.cpp test vectors: (input, expected ids without BOS).
-fn vectors() -> Vec<(String, Vec<u32>)> {
-    let inp = std::fs::read_to_string(VEC_INP).unwrap();
-    let out = std::fs::read_to_string(VEC_OUT).unwrap();
-    let mut cases: Vec<&str> = inp.split("\n__ggml_vocab_test__\n").collect();
-    assert_eq!(cases.pop(), Some(""), "the .inp file ends with a separator");
-    let lines: Vec<&str> = out.split('\n').collect();
-    assert!(lines.len() >= cases.len());
-    assert_eq!(cases.len(), 46);
-    cases.iter().zip(lines).map(|(c, l)| (c.to_string(), l.split_whitespace().map(|t| t.parse().unwrap()).collect())).collect()
 }
 
 fn pieces(t: &Tokenizer, ids: &[u32], special: bool) -> Vec<u8> {
@@ -96,7 +85,7 @@ fn vocabulary_facts() {
 #[test]
 fn llama_spm_test_vectors_46_of_46() {
     let t = spm();
-    let v = vectors();
+    let v = vectors("ggml-vocab-llama-spm.gguf");
     let mut failed = Vec::new();
     for (i, (text, want)) in v.iter().enumerate() {
         let got = t.tokenize(text, false, false);
@@ -140,7 +129,7 @@ fn bitnet_prompt_tokens_and_pieces() {
 fn round_trip_on_test_vectors() {
     let t = spm();
     let mut byte_tokens = 0;
-    for (text, _) in vectors() {
+    for (text, _) in vectors("ggml-vocab-llama-spm.gguf") {
         for add_special in [false, true] {
             let ids = t.tokenize(&text, add_special, false);
             byte_tokens += ids.iter().filter(|&&id| t.token_type(id) == Some(TokenType::Byte)).count();
@@ -227,7 +216,7 @@ fn load_and_tokenize_speed() {
     let t0 = Instant::now();
     let t = Tokenizer::from_gguf(&file).unwrap();
     let load = t0.elapsed();
-    let text: String = vectors().into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("\n");
+    let text: String = vectors("ggml-vocab-llama-spm.gguf").into_iter().map(|(s, _)| s).collect::<Vec<_>>().join("\n");
     let big = text.repeat(200);
     let t1 = Instant::now();
     let ids = t.tokenize(&big, false, false);
@@ -298,31 +287,6 @@ fn small() -> Vec<(String, Value)> {
         ("é", -6.0, 1),          // X+9
         ("a\u{2581}b", -0.5, 1), // X+10: the space stays inside a piece
     ])
-}
-
-fn build(meta: &[(String, Value)]) -> Result<Tokenizer, gguf::Error> {
-    let mut buf = Vec::new();
-    gguf::writer::write_gguf(&mut buf, meta, &[], 32).unwrap();
-    let file = GgufFile::from_bytes(buf).expect("writer output parses");
-    Tokenizer::from_gguf(&file)
-}
-
-fn with(meta: &[(String, Value)], key: &str, v: Option<Value>) -> Vec<(String, Value)> {
-    let mut m: Vec<_> = meta.iter().filter(|(k, _)| k != key).cloned().collect();
-    if let Some(v) = v {
-        m.push((key.to_string(), v));
-    }
-    m
-}
-
-fn tok_err(meta: &[(String, Value)]) -> String {
-    match build(meta) {
-        Ok(_) => panic!("expected an error"),
-        Err(e) => {
-            assert!(matches!(e.kind(), ErrorKind::Tokenizer(_)), "{e}");
-            e.to_string()
-        }
-    }
 }
 
 #[test]
