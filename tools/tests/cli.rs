@@ -201,3 +201,29 @@ fn synth_writes_every_architecture_and_type() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("multiple of 128"), "{}", stderr(&bad));
 }
+
+/// `check` in both modes and all formats, and `exec --crosscheck`, on the tiny model.
+#[test]
+fn check_and_crosscheck_pass_on_the_tiny_model() {
+    let model = tiny();
+    for mode in ["isolated", "cumulative"] {
+        let o = bg(&["check", &model, "--mode", mode]);
+        assert!(o.status.success(), "{mode}: {}{}", stdout(&o), stderr(&o));
+        let last = stdout(&o).lines().last().unwrap_or_default().to_string();
+        assert!(last.starts_with("check: ") && last.contains(" 0 failed"), "{mode}: {last}");
+    }
+    let j = bg(&["check", &model, "--format", "json"]);
+    assert!(j.status.success());
+    let v: serde_json::Value = serde_json::from_str(&stdout(&j)).unwrap();
+    assert_eq!(v["failed"], 0);
+    assert!(v["report"]["nodes"].as_array().unwrap().len() > 50);
+    let d = bg(&["check", &model, "--format", "dot"]);
+    assert!(d.status.success() && stdout(&d).starts_with("digraph"));
+    if stdout(&bg(&["dump", &model])).contains("avx2:") {
+        let e = bg(&["exec", &model, "-p", "Hello, world!", "-n", "4", "--temperature", "0", "--crosscheck"]);
+        assert!(e.status.success(), "{}", stderr(&e));
+        assert!(stderr(&e).contains("crosscheck over 4 steps") && stderr(&e).contains(" 0 failed"), "{}", stderr(&e));
+    } else {
+        println!("no AVX2 on this host: exec --crosscheck has no candidate to check");
+    }
+}
