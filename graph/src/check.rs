@@ -365,7 +365,7 @@ pub fn cross_check(
                 rex.forward_observed(&p.tokens, p.pos0, p.n_outputs, Some(&mut keep))?;
                 let mut cmp = |id: NodeId, node: &Node, out: TensorRef<'_>| {
                     if let Some((f, b)) = &saved[id] {
-                        let data = if out.dtype == crate::DType::Q8Tok { Data::Bytes(b) } else { Data::F32(f) };
+                        let data = if out.dtype == crate::DType::F32 { Data::F32(f) } else { Data::Bytes(b) };
                         let r = TensorRef { dtype: out.dtype, dims: out.dims, data };
                         checker.record(id, node, out, r);
                     }

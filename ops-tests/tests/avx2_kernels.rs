@@ -147,7 +147,7 @@ const GUARD: usize = 40;
 const SENTINEL_F32: u32 = 0x7FBA_D0D0;
 const SENTINEL_U8: u8 = 0x5C;
 
-/// Runs `op` on `b` with an output of `len` elements (bytes for q8_tok), checking that the
+/// Runs `op` on `b` with an output of `len` elements (bytes for q8_tok and q8_k), checking that the
 /// backend supports it and wrote nothing outside the output.
 fn run_op(b: &dyn Backend, id: &str, op: &Op, inputs: &[Input], out_dtype: DType, out_dims: &[usize], len: usize) -> Out {
     run_op_kv(b, id, op, inputs, out_dtype, out_dims, len, None)
@@ -168,7 +168,7 @@ fn run_op_kv(
     let frefs: Vec<&TensorFact> = facts.iter().collect();
     assert!(b.supports(op, &frefs), "{id}: {} does not support it", b.name());
     let views: Vec<TensorRef<'_>> = inputs.iter().map(Input::view).collect();
-    if out_dtype == DType::Q8Tok {
+    if matches!(out_dtype, DType::Q8Tok | DType::Q8K) {
         let mut buf = vec![SENTINEL_U8; len + 2 * GUARD];
         let mut out = TensorMut { dtype: out_dtype, dims: out_dims, data: DataMut::Bytes(&mut buf[GUARD..GUARD + len]) };
         b.eval(op, &views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
@@ -424,6 +424,250 @@ fn matmul_q8_0_bit_exact() {
     println!("MatMulQ8_0: {n} cases bit-exact");
 }
 
+// ---------------------------------------------------------------------------------------
+// Q8_K quantizer, TQ2_0 / TQ1_0 and Q4_0 products
+
+/// K = 256·m for the Q8_K / TQ cases.
+const TQ_BLOCKS: [usize; 5] = [1, 2, 3, 10, 27];
+
+#[test]
+fn quantize_q8k_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(11);
+    let mut n = 0;
+    for &mb in &TQ_BLOCKS {
+        let k = 256 * mb;
+        for t in [1usize, 2, 3, 5, 8] {
+            for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
+                let mut x = fill(&mut rng, t * k, kind);
+                if kind == Fill::Normal {
+                    for (bi, blk) in x.chunks_mut(256).enumerate() {
+                        match bi % 6 {
+                            // Maximum −127: iscale = 1, every .5 a tie.
+                            0 => {
+                                blk[0] = -127.0;
+                                for (i, v) in blk.iter_mut().enumerate().skip(1) {
+                                    *v = (i as f32 % 200.0) - 99.5;
+                                }
+                            }
+                            // Equal |max| of both signs: the first one's sign wins.
+                            1 => {
+                                blk[5] = 3.0;
+                                blk[9] = -3.0;
+                            }
+                            2 => {
+                                blk[5] = -3.0;
+                                blk[200] = 3.0;
+                            }
+                            // A zero block (−0.0 too).
+                            3 => blk.fill(if rng.below(2) == 0 { 0.0 } else { -0.0 }),
+                            // Tiny maximum: iscale = ±inf.
+                            4 => {
+                                for v in blk.iter_mut() {
+                                    *v = [0.0, 1e-45, -1e-45, 3e-42, -1e-39][rng.below(5) as usize];
+                                }
+                            }
+                            // An infinite maximum: iscale = ∓0.
+                            _ => blk[77] = if rng.below(2) == 0 { f32::INFINITY } else { f32::NEG_INFINITY },
+                        }
+                    }
+                }
+                let off = n % 8;
+                let id = format!("QuantizeQ8K(shape=[{t},{k}],fill={kind:?},off={off})");
+                let inp = [Input::f32(&[t, k], &x, off)];
+                check(&a, &id, &Op::QuantizeQ8K, &inp, DType::Q8K, &[t, k], t * k / 256 * 260);
+                n += 1;
+            }
+        }
+    }
+    println!("QuantizeQ8K: {n} cases bit-exact");
+}
+
+/// Q8_K activations for the TQ products.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Q8kActs {
+    /// Random i8 over the whole range (incl. −128) and random scales.
+    Random,
+    /// All 127.
+    Max,
+    /// All −128.
+    Min,
+    /// Random, with every other block a zero block (d = 0, q = 0).
+    ZeroBlocks,
+    /// What the quantizer makes of random f32 (via the scalar backend).
+    Quantized,
+}
+
+fn q8k_rows(rng: &mut Rng, t: usize, k: usize, acts: Q8kActs) -> Vec<u8> {
+    if acts == Q8kActs::Quantized {
+        let x = fill(rng, t * k, Fill::Normal);
+        let inp = [Input::f32(&[t, k], &x, 0)];
+        let Out::Bytes(b) = run_op(&ScalarBackend::new(), "q8k", &Op::QuantizeQ8K, &inp, DType::Q8K, &[t, k], t * k / 256 * 260)
+        else {
+            unreachable!()
+        };
+        return b;
+    }
+    let mut out = Vec::with_capacity(t * k / 256 * 260);
+    for b in 0..t * k / 256 {
+        let zero = acts == Q8kActs::ZeroBlocks && b % 2 == 0;
+        let d = if zero { 0.0 } else { rng.f32(-0.1, 0.1) };
+        out.extend_from_slice(&d.to_le_bytes());
+        out.extend((0..256).map(|_| match acts {
+            _ if zero => 0u8,
+            Q8kActs::Max => 127,
+            Q8kActs::Min => 0x80,
+            _ => rng.next() as u8,
+        }));
+    }
+    out
+}
+
+/// `m` rows of TQ2_0 or TQ1_0 weights over `k`: random codes (sometimes all 2, all 0 or,
+/// for TQ2_0, the never-written code 3), random scales (sometimes 0). `raw` TQ1_0 blocks
+/// are random bytes (non-canonical trits).
+fn tq_weights(rng: &mut Rng, wty: DType, m: usize, k: usize, raw: bool) -> Vec<u8> {
+    let mut w = Vec::new();
+    for _ in 0..m * k / 256 {
+        let pattern = rng.below(8);
+        let codes: Vec<u8> = (0..256)
+            .map(|_| match pattern {
+                0 => 2,
+                1 => 0,
+                2 if wty == DType::TQ2_0 => [0, 1, 2, 3][rng.below(4) as usize],
+                _ => rng.below(3) as u8,
+            })
+            .collect();
+        let d = f16::from_f32(if rng.below(16) == 0 { 0.0 } else { rng.f32(-0.2, 0.2) });
+        if wty == DType::TQ2_0 {
+            let mut blk = graph::quant::pack_tq2_0(&codes, d);
+            if pattern == 2 {
+                // pack_tq2_0 masks codes to 2 bits, so 3 survives.
+                for (i, &c) in codes.iter().enumerate() {
+                    debug_assert_eq!(graph::quant::tq2_code(&blk[..64], i), c);
+                }
+            }
+            if raw {
+                blk[..64].iter_mut().for_each(|b| *b = rng.next() as u8);
+            }
+            w.extend_from_slice(&blk);
+        } else {
+            let mut blk = graph::quant::pack_tq1_0(&codes, d);
+            if raw {
+                blk[..52].iter_mut().for_each(|b| *b = rng.next() as u8);
+            }
+            w.extend_from_slice(&blk);
+        }
+    }
+    w
+}
+
+#[test]
+fn matmul_tq_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(12);
+    let mut n = 0;
+    for wty in [DType::TQ2_0, DType::TQ1_0] {
+        for &mb in &TQ_BLOCKS {
+            let k = 256 * mb;
+            for m in [1usize, 4, 7, 12, 33] {
+                for t in [1usize, 2, 3, 5, 8] {
+                    for acts in [Q8kActs::Random, Q8kActs::Max, Q8kActs::Min, Q8kActs::ZeroBlocks, Q8kActs::Quantized] {
+                        let raw = n % 5 == 4;
+                        let w = tq_weights(&mut rng, wty, m, k, raw);
+                        let x = q8k_rows(&mut rng, t, k, acts);
+                        let (wo, xo) = (1 + n % 31, (n * 7) % 31);
+                        let id = format!("MatMulTQ(w={wty}[{m},{k}],raw={raw},t={t},acts={acts:?},off={wo}/{xo})");
+                        let inp = [Input::bytes(wty, &[m, k], &w, wo), Input::bytes(DType::Q8K, &[t, k], &x, xo)];
+                        check(&a, &id, &Op::MatMulTQ, &inp, DType::F32, &[t, m], t * m);
+                        n += 1;
+                    }
+                }
+            }
+        }
+    }
+    println!("MatMulTQ: {n} cases bit-exact");
+}
+
+#[test]
+fn matmul_tq_same_codes_same_bits() {
+    // TQ1_0 and TQ2_0 blocks with the same codes and scales give identical bits (both
+    // kernels put element i into lane (i mod 32) div 4), on the AVX2 backend too.
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(13);
+    let (m, k, t) = (9usize, 256 * 3, 3usize);
+    let (mut w2, mut w1) = (Vec::new(), Vec::new());
+    for _ in 0..m * k / 256 {
+        let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
+        let d = f16::from_f32(rng.f32(0.01, 0.1));
+        w2.extend_from_slice(&graph::quant::pack_tq2_0(&codes, d));
+        w1.extend_from_slice(&graph::quant::pack_tq1_0(&codes, d));
+    }
+    let x = q8k_rows(&mut rng, t, k, Q8kActs::Quantized);
+    let xin = Input::bytes(DType::Q8K, &[t, k], &x, 0);
+    let xin2 = Input::bytes(DType::Q8K, &[t, k], &x, 0);
+    let Out::F32(y2) =
+        run_op(&a, "tq2", &Op::MatMulTQ, &[Input::bytes(DType::TQ2_0, &[m, k], &w2, 0), xin], DType::F32, &[t, m], t * m)
+    else {
+        unreachable!()
+    };
+    let Out::F32(y1) =
+        run_op(&a, "tq1", &Op::MatMulTQ, &[Input::bytes(DType::TQ1_0, &[m, k], &w1, 0), xin2], DType::F32, &[t, m], t * m)
+    else {
+        unreachable!()
+    };
+    assert_same_f32("TQ1_0 vs TQ2_0", &y2, &y1);
+}
+
+fn q4_0_weights(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
+    let mut w = Vec::with_capacity(m * k / 32 * 18);
+    for _ in 0..m * k / 32 {
+        w.extend_from_slice(&f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
+        // Nibble extremes: all −8, all +7, alternating, or random.
+        let pattern = rng.below(5);
+        w.extend((0..16).map(|_| match pattern {
+            0 => 0x00u8,
+            1 => 0xFF,
+            2 => 0x0F,
+            _ => rng.next() as u8,
+        }));
+    }
+    w
+}
+
+#[test]
+fn matmul_q4_0_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(14);
+    let mut n = 0;
+    for k in [32usize, 64, 96, 384, 2560] {
+        for m in [1usize, 4, 5, 7, 12, 33] {
+            for t in [1usize, 2, 3, 5] {
+                for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
+                    let w = q4_0_weights(&mut rng, m, k);
+                    let mut x = fill(&mut rng, t * k, kind);
+                    if kind == Fill::Normal {
+                        // A zero block, and a block whose maximum is 127 (ties on every .5).
+                        x[..32].fill(0.0);
+                        if x.len() >= 64 {
+                            x[32] = 127.0;
+                            for (i, v) in x[33..64].iter_mut().enumerate() {
+                                *v = i as f32 - 15.5;
+                            }
+                        }
+                    }
+                    let (wo, xo) = (1 + n % 31, n % 8);
+                    let id = format!("MatMulQ8_0(w=q4_0[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
+                    let inp = [Input::bytes(DType::Q4_0, &[m, k], &w, wo), Input::f32(&[t, k], &x, xo)];
+                    check(&a, &id, &Op::MatMulQ8_0, &inp, DType::F32, &[t, m], t * m);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulQ8_0 (Q4_0 weights): {n} cases bit-exact");
+}
+
 #[test]
 fn rms_norm_bit_exact() {
     let Some(a) = avx2() else { return };
@@ -558,6 +802,26 @@ fn supports_and_kernel_names() {
     assert!(!a.supports(&rope, &[&xf, &pos]), "Rope stays on scalar");
     assert!(!a.supports(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]), "Embedding stays on scalar");
     assert!(!a.supports(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]), "wrong weight dtype");
+    // Q4_0 heads, the Q8_K quantizer and the TQ products.
+    let xf2 = f(DType::F32, &[1, 512]);
+    for (wty, name) in [(DType::Q8_0, "vec_dot_q8_0_q8_0_"), (DType::Q4_0, "vec_dot_q4_0_q8_0_avx2")] {
+        let w = f(wty, &[8, 512]);
+        assert!(a.supports(&Op::MatMulQ8_0, &[&w, &xf2]), "{wty}");
+        assert!(a.kernel_name(&Op::MatMulQ8_0, &[&w, &xf2]).starts_with(name));
+    }
+    assert!(!a.supports(&Op::MatMulQ8_0, &[&f(DType::TQ2_0, &[8, 512]), &xf2]));
+    assert!(a.supports(&Op::QuantizeQ8K, &[&xf2]));
+    assert!(!a.supports(&Op::QuantizeQ8K, &[&f(DType::F32, &[1, 384])]), "K % 256 != 0");
+    assert!(!a.supports(&Op::QuantizeQ8K, &[&f(DType::F16, &[1, 512])]));
+    assert_eq!(a.kernel_name(&Op::QuantizeQ8K, &[&xf2]), "quantize_row_q8_k_avx2");
+    let xk = f(DType::Q8K, &[1, 512]);
+    for (wty, name) in [(DType::TQ2_0, "vec_dot_tq2_0_q8_k_avx2"), (DType::TQ1_0, "vec_dot_tq1_0_q8_k_avx2")] {
+        let w = f(wty, &[8, 512]);
+        assert!(a.supports(&Op::MatMulTQ, &[&w, &xk]), "{wty}");
+        assert_eq!(a.kernel_name(&Op::MatMulTQ, &[&w, &xk]), name);
+        assert!(!a.supports(&Op::MatMulTQ, &[&w, &xf2]), "{wty} × f32");
+    }
+    assert!(!a.supports(&Op::MatMulTQ, &[&f(DType::Q4_0, &[8, 512]), &xk]));
     assert_eq!(a.name(), "avx2");
 }
 
@@ -614,6 +878,36 @@ fn other_shared_models_logits_bit_exact() {
             let la = exa.forward(&[tok], pos, 1).unwrap().to_vec();
             assert_same_f32(&format!("{name} token-by-token pos {pos}"), &ls, &la);
         }
+    }
+}
+
+#[test]
+fn tq_models_logits_bit_exact() {
+    // TQ2_0 / TQ1_0 weights: QuantizeQ8K and MatMulTQ now run on avx2 (not a fallback),
+    // and the logits must not change a bit, batched and token by token.
+    let Some(a) = avx2() else { return };
+    let toks: [u32; 6] = [1, 450, 7483, 310, 3444, 338];
+    for name in ["b158-spm-tq2_0.gguf", "b158-spm-tq1_0.gguf"] {
+        let file = open_model(name);
+        let mut exs = executor(&file, None, 64);
+        let mut exa = executor(&file, Some(Arc::new(a)), 64);
+        let plan = exa.plan_summary();
+        println!("{name}: {plan}");
+        let fallback = plan.split("fallback to scalar for ").nth(1).unwrap_or("");
+        for op in ["MatMulTQ", "QuantizeQ8K"] {
+            assert!(!fallback.contains(op), "{name}: {op} falls back to scalar: {plan}");
+        }
+        let ls = exs.forward(&toks, 0, toks.len()).unwrap().to_vec();
+        let la = exa.forward(&toks, 0, toks.len()).unwrap().to_vec();
+        assert_same_f32(&format!("{name} batched"), &ls, &la);
+        exs.clear_kv();
+        exa.clear_kv();
+        for (pos, &tok) in toks.iter().enumerate() {
+            let ls = exs.forward(&[tok], pos, 1).unwrap().to_vec();
+            let la = exa.forward(&[tok], pos, 1).unwrap().to_vec();
+            assert_same_f32(&format!("{name} token-by-token pos {pos}"), &ls, &la);
+        }
+        println!("{name}: logits bit-identical to scalar, batched and token by token");
     }
 }
 
@@ -766,3 +1060,6 @@ fn avx2_kernel_throughput() {
         }
     });
 }
+
+// The generic per-op suite (one proptest per op, against scalar).
+ops_tests::backend_suite!(avx2_suite, backend_avx2::Avx2Backend::new());

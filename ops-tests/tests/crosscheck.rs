@@ -84,3 +84,15 @@ fn broken_kernel_is_caught_by_the_op_suite() {
     assert!(err.contains("MatMulI2S") && err.contains("scale-twice"), "{err}");
     assert!(check_case("RmsNorm", 3, &ScaleTwice).unwrap());
 }
+
+/// Cumulative mode compares byte outputs (q8_k activations) as bytes: the reference against
+/// itself passes on a TQ2_0 model too (this once failed with "output kinds differ").
+#[test]
+fn cumulative_mode_handles_every_output_kind() {
+    let file = open_model("b158-spm-tq2_0.gguf");
+    let g = gguf::lower(&file).unwrap().graph;
+    let passes = vec![Pass { tokens: vec![1, 450, 7483, 310, 3444, 338], pos0: 0, n_outputs: 6 }, Pass { tokens: vec![1290], pos0: 6, n_outputs: 1 }];
+    let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScalarBackend), &passes, Mode::Cumulative, 64).unwrap();
+    assert_eq!(r.failed(), 0, "{}", r.table());
+    assert!(r.nodes.iter().any(|n| n.op == "QuantizeQ8K" && n.status == Status::Passed));
+}

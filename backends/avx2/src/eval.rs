@@ -2,7 +2,8 @@
 //! (rayon), and the calls into the kernels of [`crate::x86_64`]. No `unsafe` here.
 //!
 //! Conventions are the scalar backend's (`backend-scalar/src/lib.rs`): q8_tok rows are
-//! `K` i8, the f32 scale, the i32 sum; weights arrive in their file layout; the KV cache is
+//! `K` i8, the f32 scale, the i32 sum; q8_k rows are `K/256` blocks of (f32 `d`, 256 i8);
+//! weights arrive in their file layout; the KV cache is
 //! `k [Hkv][n_ctx][hd]`, `v [Hkv][hd][n_ctx]` (f16); MatMulF16 rounds a one-row activation
 //! to f16 and uses dot16, else dotblas on the f32 activation; attention pads the positions
 //! to a multiple of 32 with exact zeros; SelectOutputs keeps the last rows. Bad sizes are
@@ -15,7 +16,10 @@ use rayon::prelude::*;
 
 use crate::tiles::*;
 use crate::x86_64::elementwise::Elementwise;
+use crate::x86_64::q4_0::BLOCK_BYTES as Q4_0_BLOCK_BYTES;
 use crate::x86_64::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
+use crate::x86_64::q8_k::{BLOCK as Q8K_BLOCK, BLOCK_BYTES as Q8K_BLOCK_BYTES};
+use crate::x86_64::tq::TqKind;
 use crate::x86_64::Isa;
 
 /// A task never holds more than about this many weight bytes (keeps the load balanced on
@@ -48,6 +52,8 @@ pub(crate) fn eval(
         Op::MatMulI2S => matmul_i2s(isa, op, inputs, out),
         Op::MatMulF16 => matmul_f16(isa, op, inputs, out),
         Op::MatMulQ8_0 => matmul_q8_0(isa, op, inputs, out),
+        Op::QuantizeQ8K => quantize_q8_k(isa, op, inputs, out),
+        Op::MatMulTQ => matmul_tq(isa, op, inputs, out),
         Op::Attention { n_head, n_head_kv, head_dim, scale, .. } => {
             let kv = kv.ok_or_else(|| fail(op, "no KV cache"))?;
             attention(isa, op, inputs, out, kv, *n_head, *n_head_kv, *head_dim, *scale)
@@ -412,25 +418,29 @@ fn matmul_f16(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'
     Ok(())
 }
 
-/// One Q8_0 product: the task's weight rows and all quantized activation rows.
+/// One Q8_0 or Q4_0 product: the task's weight rows and all quantized activation rows.
 struct Q8Job<'a> {
     isa: Isa,
+    /// Q4_0 weights (else Q8_0).
+    q4: bool,
     w: &'a [u8],
-    row_bytes: usize,
+    /// Bytes per weight row (`nb` blocks of 34 or 18 bytes).
+    w_row: usize,
     a: &'a [u8],
+    /// Bytes per activation row (`nb` Q8_0 blocks of 34 bytes).
+    a_row: usize,
     nb: usize,
     t: usize,
 }
 
 impl Q8Job<'_> {
     fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
-        let res = self.isa.q8_0_dots::<R, N>(
-            &self.w[r * self.row_bytes..],
-            self.row_bytes,
-            &self.a[n0 * self.row_bytes..],
-            self.row_bytes,
-            self.nb,
-        );
+        let (w, a) = (&self.w[r * self.w_row..], &self.a[n0 * self.a_row..]);
+        let res = if self.q4 {
+            self.isa.q4_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
+        } else {
+            self.isa.q8_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
+        };
         for (dr, res_r) in res.iter().enumerate() {
             for (dn, &v) in res_r.iter().enumerate() {
                 outs[n0 + dn][r + dr] = v;
@@ -467,32 +477,160 @@ impl Q8Job<'_> {
 
 fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let w = inputs[0].bytes()?;
-    let (m, k) = weight_dims(op, &inputs[0], DType::Q8_0)?;
+    let q4 = match inputs[0].dtype {
+        DType::Q8_0 => false,
+        DType::Q4_0 => true,
+        other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take q8_0 and q4_0"))),
+    };
+    let (m, k) = match *inputs[0].dims {
+        [m, k] => (m, k),
+        _ => return Err(fail(op, format!("weight dims {:?}, expected [M, K]", inputs[0].dims))),
+    };
     let x = inputs[1].f32()?;
     let t = inputs[1].dims.first().copied().unwrap_or(0);
     let o = out.f32()?;
     let nb = k / 32;
-    let row_bytes = nb * Q8_0_BLOCK_BYTES;
-    if k % 32 != 0 || w.len() < m * row_bytes || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+    let w_row = nb * if q4 { Q4_0_BLOCK_BYTES } else { Q8_0_BLOCK_BYTES };
+    let a_row = nb * Q8_0_BLOCK_BYTES;
+    if k % 32 != 0 || w.len() < m * w_row || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
         return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
     }
     if m == 0 || t == 0 {
         return Ok(());
     }
     // x: [T, K] → a: [T] rows of K/32 Q8_0 activation blocks.
-    let mut a = vec![0u8; t * row_bytes];
+    let mut a = vec![0u8; t * a_row];
     if k > 0 {
-        for (arow, xrow) in a.chunks_exact_mut(row_bytes).zip(x.chunks_exact(k)) {
-            isa.quantize_q8_0_act(xrow, arow);
-        }
+        a.par_chunks_exact_mut(a_row).zip(x.par_chunks_exact(k)).for_each(|(arow, xrow)| isa.quantize_q8_0_act(xrow, arow));
     }
-    let rows = rows_per_task(m, row_bytes, Q8_0_ROWS);
+    let rows = rows_per_task(m, w_row, Q8_0_ROWS);
     // w: [M] rows of K/32 blocks; o: [T, M].
     split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
         let r0 = i * rows;
         let n_rows = outs[0].len();
-        let job = Q8Job { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_bytes, a: &a, nb, t };
+        let job = Q8Job { isa, q4, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: &a, a_row, nb, t };
         job.run::<Q8_0_ROWS, Q8_0_TOKENS>(&mut outs);
+    });
+    Ok(())
+}
+
+fn quantize_q8_k(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let x = inputs[0].f32()?;
+    let k = *inputs[0].dims.last().unwrap_or(&0);
+    let o = out.bytes()?;
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    let row_bytes = k / Q8K_BLOCK * Q8K_BLOCK_BYTES;
+    if !k.is_multiple_of(Q8K_BLOCK) || rows * k != x.len() || o.len() != rows * row_bytes {
+        return Err(fail(op, format!("x of {} elements in rows of {k}, output of {} bytes", x.len(), o.len())));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    // x: [T, K] f32 → o: [T] rows of K/256 blocks (f32 d, 256 i8). One task per row.
+    o.par_chunks_exact_mut(row_bytes).zip(x.par_chunks_exact(k)).for_each(|(orow, xrow)| isa.quantize_q8_k(xrow, orow));
+    Ok(())
+}
+
+/// One TQ product: the task's weight rows, all Q8_K activation rows and their chunk sums.
+struct TqJob<'a> {
+    isa: Isa,
+    kind: TqKind,
+    w: &'a [u8],
+    w_row: usize,
+    a: &'a [u8],
+    a_row: usize,
+    /// Per token, block and chunk of 32: `Σ q` (`8·nb` i32 per token).
+    bsums: &'a [i32],
+    nb: usize,
+    t: usize,
+}
+
+impl TqJob<'_> {
+    fn tile<const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+        let bs_row = 8 * self.nb;
+        let res = self.isa.tq_dots::<N>(
+            self.kind,
+            &self.w[r * self.w_row..(r + 1) * self.w_row],
+            &self.a[n0 * self.a_row..],
+            self.a_row,
+            &self.bsums[n0 * bs_row..],
+            bs_row,
+            self.nb,
+        );
+        for (dn, &v) in res.iter().enumerate() {
+            outs[n0 + dn][r] = v;
+        }
+    }
+
+    fn run(&self, outs: &mut [&mut [f32]]) {
+        for r in 0..outs[0].len() {
+            let mut n0 = 0;
+            while n0 < self.t {
+                let nn = (self.t - n0).min(TQ_TOKENS);
+                match nn {
+                    1 => self.tile::<1>(r, n0, outs),
+                    2 => self.tile::<2>(r, n0, outs),
+                    3 => self.tile::<3>(r, n0, outs),
+                    4 => self.tile::<4>(r, n0, outs),
+                    _ => unreachable!("TQ token tiles hold at most 4 tokens"),
+                }
+                n0 += nn;
+            }
+        }
+    }
+}
+
+fn matmul_tq(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let w = inputs[0].bytes()?;
+    let kind = match inputs[0].dtype {
+        DType::TQ2_0 => TqKind::Tq2,
+        DType::TQ1_0 => TqKind::Tq1,
+        other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take tq2_0 and tq1_0"))),
+    };
+    let (m, k) = match *inputs[0].dims {
+        [m, k] => (m, k),
+        _ => return Err(fail(op, format!("weight dims {:?}, expected [M, K]", inputs[0].dims))),
+    };
+    let xq = inputs[1].bytes()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    let nb = k / Q8K_BLOCK;
+    let w_row = nb * kind.block_bytes();
+    let a_row = nb * Q8K_BLOCK_BYTES;
+    if k % Q8K_BLOCK != 0
+        || w.len() < m * w_row
+        || inputs[1].dtype != DType::Q8K
+        || inputs[1].dims != [t, k]
+        || xq.len() != t * a_row
+        || o.len() != t * m
+    {
+        return Err(fail(
+            op,
+            format!(
+                "weight [{m}, {k}] of {} bytes, activations {:?} ({} bytes), output of {}",
+                w.len(),
+                inputs[1].dims,
+                xq.len(),
+                o.len()
+            ),
+        ));
+    }
+    if m == 0 || t == 0 || nb == 0 {
+        o.fill(0.0);
+        return Ok(());
+    }
+    // Per token, block and chunk L of 32 activations: Σ q (the kernels subtract it from lane L).
+    let bsums: Vec<i32> = xq
+        .chunks_exact(Q8K_BLOCK_BYTES)
+        .flat_map(|blk| blk[4..].chunks_exact(32).map(|c| c.iter().map(|&q| i32::from(q as i8)).sum::<i32>()))
+        .collect();
+    let rows = rows_per_task(m, w_row, 1);
+    // w: [M] rows of K/256 blocks; xq: [T] q8_k rows; o: [T, M]. Tasks own disjoint output columns.
+    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
+        let r0 = i * rows;
+        let n_rows = outs[0].len();
+        let job = TqJob { isa, kind, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: xq, a_row, bsums: &bsums, nb, t };
+        job.run(&mut outs);
     });
     Ok(())
 }
@@ -519,7 +657,7 @@ fn attention(
     let stride = kv.n_ctx; // positions per KV row (a multiple of 32)
     let o = out.f32()?;
     let kv_len = n_head_kv * hd;
-    if n_head_kv == 0 || n_head % n_head_kv != 0 || hd == 0 {
+    if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) || hd == 0 {
         return Err(fail(op, format!("{n_head} heads, {n_head_kv} KV heads, head dim {hd}")));
     }
     if q.len() != t * n_head * hd || kn.len() != t * kv_len || vn.len() != t * kv_len || o.len() != t * n_head * hd {

@@ -10,9 +10,10 @@
 //! - All `unsafe` code lives in `src/x86_64/` (see that module's docs for the layout).
 //!
 //! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
-//! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0, Attention, Add, Mul, Relu, Sqr, Silu,
-//! Reshape, SelectOutputs. Embedding, Rope (libm `sinf`/`cosf`) and every other op
-//! (Scale, QuantizeQ8K, MatMulTQ, Q4_0 heads) stay on scalar.
+//! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0 (Q8_0 and Q4_0 weights), QuantizeQ8K,
+//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Add, Mul, Relu, Sqr, Silu, Reshape,
+//! SelectOutputs. Embedding, Rope (libm `sinf`/`cosf`) and every other op (Scale) stay on
+//! scalar.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -66,12 +67,15 @@ pub fn disabled_by_env() -> bool {
 /// | MatMulI2S | `vec_dot_i2s_i8_avx2`, rows × tokens tiles (sizes in `kernel_name`) | bit-exact, incl. i16 lane wrap |
 /// | MatMulF16 | `vec_dot_f16_avx2` on f16(x) (T = 1), `vec_dot_f16_f32_avx2` tiles (T ≥ 2) | bit-exact |
 /// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q8_0_q8_0_avx2` tiles | bit-exact |
+/// | MatMulQ8_0 (Q4_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q4_0_q8_0_avx2` tiles | bit-exact, incl. the −128 sign quirk |
+/// | QuantizeQ8K | `quantize_row_q8_k_avx2` | bit-exact (first-max sign, ties to even, non-finite scales) |
+/// | MatMulTQ | `vec_dot_tq2_0_q8_k_avx2` / `vec_dot_tq1_0_q8_k_avx2`, one row × ≤ 4 tokens | bit-exact (exact integer lanes, mul then add, no fma) |
 /// | Attention | f16 KV store, dot16 scores, `softmax_f32_avx2`, dot16 / dotblas values | bit-exact |
 /// | Add, Mul, Relu, Sqr, Silu | `{op}_f32_avx2` | bit-exact |
 /// | Reshape, SelectOutputs | copies | exact |
 ///
-/// Other ops and dtypes (Embedding, Rope, Scale, QuantizeQ8K, MatMulTQ, Q4_0 heads) are not
-/// supported: the executor runs them on scalar.
+/// Other ops and dtypes (Embedding, Rope, Scale) are not supported: the executor runs
+/// them on scalar.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2Backend {
     #[cfg(target_arch = "x86_64")]
@@ -130,10 +134,13 @@ pub(crate) mod tiles {
     pub const DOTBLAS_ROWS: usize = 3;
     /// F16 dotblas: tokens per tile.
     pub const DOTBLAS_TOKENS: usize = 4;
-    /// Q8_0: rows per tile.
+    /// Q8_0 / Q4_0: rows per tile.
     pub const Q8_0_ROWS: usize = 4;
-    /// Q8_0: tokens per tile.
+    /// Q8_0 / Q4_0: tokens per tile.
     pub const Q8_0_TOKENS: usize = 2;
+    /// TQ2_0 / TQ1_0: tokens per call (one weight row; its codes are unpacked once per
+    /// block and shared by the tokens).
+    pub const TQ_TOKENS: usize = 4;
 }
 
 impl Backend for Avx2Backend {
@@ -152,15 +159,18 @@ impl Backend for Avx2Backend {
             Op::QuantizeI8 | Op::Relu | Op::Sqr | Op::Silu | Op::Reshape { .. } | Op::SelectOutputs => d == [F32],
             Op::MatMulI2S => d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0),
             Op::MatMulF16 => d == [F16, F32],
-            Op::MatMulQ8_0 => d == [Q8_0, F32] && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0),
+            Op::MatMulQ8_0 => (d == [Q8_0, F32] || d == [Q4_0, F32]) && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0),
+            Op::QuantizeQ8K => d == [F32] && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
+            Op::MatMulTQ => (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
             Op::Attention { .. } => d == [F32, F32, F32, I32],
             // Embedding, Rope (libm sin/cos), sources, and any op added later: scalar.
             _ => false,
         }
     }
 
-    fn kernel_name(&self, op: &Op, _inputs: &[&TensorFact]) -> String {
+    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
         use tiles::*;
+        let wty = inputs.first().map(|f| f.dtype);
         match op {
             Op::RmsNorm { .. } => "rms_norm_f32_avx2".into(),
             Op::QuantizeI8 => "quantize_row_i8_avx2".into(),
@@ -170,7 +180,11 @@ impl Backend for Avx2Backend {
             Op::MatMulF16 => {
                 format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
             }
+            Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
             Op::MatMulQ8_0 => format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
+            Op::QuantizeQ8K => "quantize_row_q8_k_avx2".into(),
+            Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
+            Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
             Op::Attention { .. } => "attn_f16kv_avx2".into(),
             other => format!("{}_f32_avx2", other.name().to_lowercase()),
         }

@@ -43,7 +43,7 @@ impl Isa {
         k: usize,
     ) -> [[i32; N]; R] {
         const { assert!(R > 0 && N > 0) };
-        assert!(k % GROUP == 0, "i2s_dots: k = {k} is not a multiple of {GROUP}");
+        assert!(k.is_multiple_of(GROUP), "i2s_dots: k = {k} is not a multiple of {GROUP}");
         assert!((R - 1) * row_bytes + k / 4 <= codes.len(), "i2s_dots: {R} rows of {k} codes exceed the weight slice");
         assert!((N - 1) * x_stride + k <= xq.len(), "i2s_dots: {N} tokens of {k} activations exceed the slice");
         // SAFETY: `self` proves AVX2/FMA/F16C; the asserts above keep the R code rows

@@ -27,9 +27,12 @@ pub(crate) mod elementwise;
 pub(crate) mod f16;
 pub(crate) mod i2s;
 pub(crate) mod norm;
+pub(crate) mod q4_0;
 pub(crate) mod q8_0;
+pub(crate) mod q8_k;
 pub(crate) mod quant;
 pub(crate) mod softmax;
+pub(crate) mod tq;
 
 /// Proof that the running CPU supports AVX2, FMA and F16C: the only way to call a kernel.
 ///

@@ -28,7 +28,7 @@ impl Isa {
     /// # Panics
     /// If `x.len()` is not a multiple of 32 or `out.len() != x.len()/32·34`.
     pub(crate) fn quantize_q8_0_act(self, x: &[f32], out: &mut [u8]) {
-        assert!(x.len() % 32 == 0, "quantize_q8_0_act: length {} is not a multiple of 32", x.len());
+        assert!(x.len().is_multiple_of(32), "quantize_q8_0_act: length {} is not a multiple of 32", x.len());
         assert_eq!(out.len(), x.len() / 32 * BLOCK_BYTES, "quantize_q8_0_act: output length");
         // SAFETY: `self` proves AVX2/FMA/F16C; `x` holds `nb·32` f32 and `out` `nb·34`
         // bytes (asserted above).

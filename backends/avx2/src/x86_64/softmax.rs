@@ -95,7 +95,7 @@ impl Isa {
     /// # Panics
     /// If `w.len()` is not a multiple of 8.
     pub(crate) fn softmax(self, w: &mut [f32]) {
-        assert!(w.len() % 8 == 0, "softmax: length {} is not a multiple of 8", w.len());
+        assert!(w.len().is_multiple_of(8), "softmax: length {} is not a multiple of 8", w.len());
         // SAFETY: `self` proves AVX2/FMA/F16C; `w` holds `w.len()` f32, a multiple of 8.
         let mx = unsafe { max_entry(w.as_ptr(), w.len()) };
         let mx = mx.unwrap_or_else(|| {

@@ -1,0 +1,121 @@
+//! Q4_0 head: the Q4_0 × Q8_0 block dot product as an `R × N` tile
+//! (`vec_dot_q4_0_q8_0_avx2`), bit-exact with scalar `vec_dot_q4_0_q8_0`
+//! (shared/reference/README-more-models.md §4.3). Activations come from
+//! [`Isa::quantize_q8_0_act`].
+//!
+//! Per block and row: the 16 nibble bytes become 32 bytes (`bytes_from_nibbles_32`: low
+//! nibbles of bytes 0..15 are elements 0..15, high nibbles elements 16..31), minus 8
+//! (`x` in −8..7). Then, as in the scalar's spelled-out pairs: `|x|` (`abs_epi8`) times
+//! `sign(q, x)` (`sign_epi8`: −(−128) wraps) with `maddubs` (i16 pairs, saturating) and
+//! `madd(·, 1)` gives i32 lane `L` = the scalar's `S` of elements `4L .. 4L+3`;
+//! `acc[L] = fma(D, f32(S), acc[L])` with `D = f32(d_w)·f32(d_a)`; the final reduction is
+//! the scalar's `(r0 + r2) + (r1 + r3)` on the stored lanes.
+
+use std::arch::x86_64::*;
+
+use super::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
+use super::{lanes, load_f16x1, Isa};
+
+/// Bytes per Q4_0 block (f16 scale + 16 nibble bytes).
+pub(crate) const BLOCK_BYTES: usize = 18;
+
+impl Isa {
+    /// `out[r][n] = vec_dot_q4_0_q8_0(row r, activation n)` over `nb` blocks.
+    ///
+    /// Row `r` starts at byte `r·row_bytes` of `w` (`nb` blocks of 18 bytes), activation
+    /// `n` at byte `n·a_stride` of `a` (`nb` Q8_0 blocks of 34 bytes).
+    ///
+    /// # Panics
+    /// If a row or activation reaches past its slice.
+    pub(crate) fn q4_0_dots<const R: usize, const N: usize>(
+        self,
+        w: &[u8],
+        row_bytes: usize,
+        a: &[u8],
+        a_stride: usize,
+        nb: usize,
+    ) -> [[f32; N]; R] {
+        const { assert!(R > 0 && N > 0) };
+        assert!((R - 1) * row_bytes + nb * BLOCK_BYTES <= w.len(), "q4_0_dots: {R} rows of {nb} blocks exceed the slice");
+        assert!(
+            (N - 1) * a_stride + nb * Q8_0_BLOCK_BYTES <= a.len(),
+            "q4_0_dots: {N} activations of {nb} blocks exceed the slice"
+        );
+        // SAFETY: `self` proves AVX2/FMA/F16C; the asserts keep the R weight rows (`18·nb`
+        // bytes each) and the N activation rows (`34·nb` bytes each) inside their slices.
+        unsafe { q4_0_dots_entry::<R, N>(w.as_ptr(), row_bytes, a.as_ptr(), a_stride, nb) }
+    }
+}
+
+/// Entry point of [`Isa::q4_0_dots`].
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `w + r·row_bytes` must be readable for
+/// `18·nb` bytes for every `r < R`, and `a + n·a_stride` for `34·nb` bytes for every
+/// `n < N`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_dots_entry<const R: usize, const N: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; N]; R] {
+    // SAFETY: the preconditions are this function's own, forwarded unchanged.
+    unsafe { q4_0_dots_body::<R, N>(w, row_bytes, a, a_stride, nb) }
+}
+
+/// Body of [`Isa::q4_0_dots`].
+///
+/// # Safety
+/// As [`q4_0_dots_entry`].
+#[inline(always)]
+unsafe fn q4_0_dots_body<const R: usize, const N: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    a: *const u8,
+    a_stride: usize,
+    nb: usize,
+) -> [[f32; N]; R] {
+    // SAFETY: the caller guarantees the features and that block `b < nb` of every row
+    // (bytes `18b .. 18b+18`) and every activation (bytes `34b .. 34b+34`) is readable
+    // (unaligned loads: the f16 scale at +0, 16 nibble bytes at +2, 32 activations at +2).
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let low4 = _mm256_set1_epi8(15);
+        let eight = _mm256_set1_epi8(8);
+        let mut acc = [[_mm256_setzero_ps(); N]; R];
+        for b in 0..nb {
+            let mut qa = [_mm256_setzero_si256(); N];
+            let mut da = [0.0f32; N];
+            for n in 0..N {
+                let ab = a.add(n * a_stride + Q8_0_BLOCK_BYTES * b);
+                da[n] = load_f16x1(ab);
+                qa[n] = _mm256_loadu_si256(ab.add(2).cast::<__m256i>());
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wb = w.add(r * row_bytes + BLOCK_BYTES * b);
+                let dw = load_f16x1(wb);
+                let nib = _mm_loadu_si128(wb.add(2).cast::<__m128i>());
+                let bytes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib), low4);
+                let x = _mm256_sub_epi8(bytes, eight);
+                let ax = _mm256_abs_epi8(x);
+                for n in 0..N {
+                    let sy = _mm256_sign_epi8(qa[n], x);
+                    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                    let d: f32 = dw * da[n];
+                    acc_r[n] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc_r[n]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; N]; R];
+        for (o_r, acc_r) in out.iter_mut().zip(&acc) {
+            for (o, v) in o_r.iter_mut().zip(acc_r) {
+                let l = lanes(*v);
+                let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+                *o = (r[0] + r[2]) + (r[1] + r[3]);
+            }
+        }
+        out
+    }
+}
