@@ -119,6 +119,19 @@ unsafe fn quantize_body(x: *const f32, out: *mut u8, nb: usize) {
     }
 }
 
+/// The f16 scales of eight consecutive Q8_0 blocks starting at `p`, as f32.
+///
+/// # Safety
+/// F16C must be available and bytes `p + 34·j .. +2` readable for `j < 8`.
+#[inline(always)]
+unsafe fn load_f16x8_strided(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees F16C and the eight 2-byte reads (unaligned).
+    unsafe {
+        let h = |j: usize| p.add(BLOCK_BYTES * j).cast::<i16>().read_unaligned();
+        _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
+    }
+}
+
 /// Entry point of [`Isa::q8_0_dots`].
 ///
 /// # Safety
@@ -153,7 +166,42 @@ unsafe fn q8_0_dots_body<const R: usize, const N: usize>(
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); N]; R];
-        for b in 0..nb {
+        // Eight blocks at a time: their f16 scales are converted together and the eight
+        // products `D = f32(d_w)·f32(d_a)` formed in one multiply (exact, as the scalar's:
+        // 11-bit × 11-bit significands), then lane `j` is broadcast for block `j`.
+        // (`bench --lm-head q8 --profile`, 2B shape, 2 threads, Xeon VM: the Q8_0 head
+        // 27.2 → 23.3 ms/token.)
+        let mut b = 0;
+        while b + 8 <= nb {
+            let mut dav = [_mm256_setzero_ps(); N];
+            for (n, d) in dav.iter_mut().enumerate() {
+                *d = load_f16x8_strided(a.add(n * a_stride + BLOCK_BYTES * b));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let wr = w.add(r * row_bytes + BLOCK_BYTES * b);
+                let dwv = load_f16x8_strided(wr);
+                let mut dprod = [_mm256_setzero_ps(); N];
+                for n in 0..N {
+                    dprod[n] = _mm256_mul_ps(dwv, dav[n]);
+                }
+                for j in 0..8 {
+                    let wb = wr.add(BLOCK_BYTES * j);
+                    let qw = _mm256_loadu_si256(wb.add(2).cast::<__m256i>());
+                    let ax = _mm256_abs_epi8(qw);
+                    let lane = _mm256_set1_epi32(j as i32);
+                    for n in 0..N {
+                        let ab = a.add(n * a_stride + BLOCK_BYTES * (b + j));
+                        let qa = _mm256_loadu_si256(ab.add(2).cast::<__m256i>());
+                        let sy = _mm256_sign_epi8(qa, qw);
+                        let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
+                        let d = _mm256_permutevar8x32_ps(dprod[n], lane);
+                        acc_r[n] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc_r[n]);
+                    }
+                }
+            }
+            b += 8;
+        }
+        for b in b..nb {
             let mut qa = [_mm256_setzero_si256(); N];
             let mut da = [0.0f32; N];
             for n in 0..N {
