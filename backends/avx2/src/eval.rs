@@ -328,6 +328,25 @@ fn dot16_all<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], o
 }
 
 /// One dotblas product: the task's weight rows and all activation rows.
+/// A job over an output tile grid: `rows` computes row tile `r` (R rows) for every token;
+/// `run` walks the job's rows in tiles of R and finishes the remainder one row at a time.
+trait RowTiles {
+    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]);
+
+    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
+        let n_rows = outs[0].len();
+        let mut r = 0;
+        while r + R <= n_rows {
+            self.rows::<R, NT>(r, outs);
+            r += R;
+        }
+        while r < n_rows {
+            self.rows::<1, NT>(r, outs);
+            r += 1;
+        }
+    }
+}
+
 struct BlasJob<'a> {
     isa: Isa,
     w: &'a [u8],
@@ -352,7 +371,9 @@ impl BlasJob<'_> {
             }
         }
     }
+}
 
+impl RowTiles for BlasJob<'_> {
     fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
         let mut n0 = 0;
         while n0 < self.t {
@@ -367,19 +388,6 @@ impl BlasJob<'_> {
                 _ => unreachable!("token tiles hold at most 6 tokens"),
             }
             n0 += nn;
-        }
-    }
-
-    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
-        let n_rows = outs[0].len();
-        let mut r = 0;
-        while r + R <= n_rows {
-            self.rows::<R, NT>(r, outs);
-            r += R;
-        }
-        while r < n_rows {
-            self.rows::<1, NT>(r, outs);
-            r += 1;
         }
     }
 }
@@ -447,7 +455,9 @@ impl Q8Job<'_> {
             }
         }
     }
+}
 
+impl RowTiles for Q8Job<'_> {
     fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
         let mut n0 = 0;
         while n0 < self.t {
@@ -458,19 +468,6 @@ impl Q8Job<'_> {
                 _ => unreachable!("Q8_0 token tiles hold at most 2 tokens"),
             }
             n0 += nn;
-        }
-    }
-
-    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
-        let n_rows = outs[0].len();
-        let mut r = 0;
-        while r + R <= n_rows {
-            self.rows::<R, NT>(r, outs);
-            r += R;
-        }
-        while r < n_rows {
-            self.rows::<1, NT>(r, outs);
-            r += 1;
         }
     }
 }
