@@ -6,6 +6,8 @@
 
 use half::f16;
 
+use super::q8_0::{block_lanes, reduce_lanes};
+
 use super::q8_0::Q8_0_BLOCK_BYTES;
 
 /// Elements per Q4_0 block.
@@ -52,29 +54,9 @@ pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
             xs[j] = (wb[2 + j] & 15) as i8 - 8;
             xs[j + 16] = (wb[2 + j] >> 4) as i8 - 8;
         }
-        let qa = &ab[2..];
-        for (l, lane) in acc.iter_mut().enumerate() {
-            let mut s = 0i32;
-            for pair in 0..2 {
-                let mut p = 0i16;
-                for t in 0..2 {
-                    let i = 4 * l + 2 * pair + t;
-                    let (x, y) = (xs[i], qa[i] as i8);
-                    let ax = i16::from(x.unsigned_abs());
-                    let sy = i16::from(match x.signum() {
-                        1 => y,
-                        0 => 0,
-                        _ => y.wrapping_neg(),
-                    });
-                    p = p.saturating_add(ax * sy);
-                }
-                s += i32::from(p);
-            }
-            *lane = d.mul_add(s as f32, *lane);
-        }
+        block_lanes(&mut acc, d, &xs, &ab[2..]);
     }
-    let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
-    (r[0] + r[2]) + (r[1] + r[3])
+    reduce_lanes(&acc)
 }
 
 #[cfg(test)]

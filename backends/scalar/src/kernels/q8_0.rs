@@ -86,28 +86,45 @@ pub fn vec_dot_q8_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
     for (wb, ab) in w.chunks_exact(Q8_0_BLOCK_BYTES).zip(a.chunks_exact(Q8_0_BLOCK_BYTES)) {
         let dw = f16::from_le_bytes([wb[0], wb[1]]).to_f32();
         let da = f16::from_le_bytes([ab[0], ab[1]]).to_f32();
-        let d: f32 = dw * da;
-        let (qw, qa) = (&wb[2..], &ab[2..]);
-        for (j, lane) in acc.iter_mut().enumerate() {
-            let mut s = 0i32;
-            for pair in 0..2 {
-                let mut p = 0i16;
-                for t in 0..2 {
-                    let i = 4 * j + 2 * pair + t;
-                    let (x, y) = (qw[i] as i8, qa[i] as i8);
-                    let ax = i16::from(x.unsigned_abs());
-                    let sy = i16::from(match x.signum() {
-                        1 => y,
-                        0 => 0,
-                        _ => y.wrapping_neg(),
-                    });
-                    p = p.saturating_add(ax * sy);
-                }
-                s += i32::from(p);
-            }
-            *lane = d.mul_add(s as f32, *lane);
+        let mut qw = [0i8; Q8_0_BLOCK];
+        for (x, &b) in qw.iter_mut().zip(&wb[2..]) {
+            *x = b as i8;
         }
+        block_lanes(&mut acc, dw * da, &qw, &ab[2..]);
     }
+    reduce_lanes(&acc)
+}
+
+/// One block of an 8-lane Q8_0-activation dot: lane `j` gets
+/// `fma(d, f32(S_j), acc[j])` with `S_j` the sum over elements `4j..4j+3` of `qw·qa`,
+/// formed as AVX2 does (`|qw|` times `qa` with `qw`'s sign moved onto it, adjacent pairs
+/// added with i16 saturation, then in i32). Shared by the Q8_0 and Q4_0 weight kernels.
+#[inline(always)]
+pub(crate) fn block_lanes(acc: &mut [f32; 8], d: f32, qw: &[i8; Q8_0_BLOCK], qa: &[u8]) {
+    for (j, lane) in acc.iter_mut().enumerate() {
+        let mut s = 0i32;
+        for pair in 0..2 {
+            let mut p = 0i16;
+            for t in 0..2 {
+                let i = 4 * j + 2 * pair + t;
+                let (x, y) = (qw[i], qa[i] as i8);
+                let ax = i16::from(x.unsigned_abs());
+                let sy = i16::from(match x.signum() {
+                    1 => y,
+                    0 => 0,
+                    _ => y.wrapping_neg(),
+                });
+                p = p.saturating_add(ax * sy);
+            }
+            s += i32::from(p);
+        }
+        *lane = d.mul_add(s as f32, *lane);
+    }
+}
+
+/// The final 8 → 1 reduction: `(r0 + r2) + (r1 + r3)` with `r_j = acc[j] + acc[j+4]`.
+#[inline(always)]
+pub(crate) fn reduce_lanes(acc: &[f32; 8]) -> f32 {
     let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
     (r[0] + r[2]) + (r[1] + r[3])
 }
