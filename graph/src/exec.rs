@@ -103,7 +103,6 @@ pub struct Executor<'w> {
     dims: Vec<Vec<usize>>,
     last_use: Vec<usize>,
     pool: Vec<Buffer>,
-    keep_all: bool,
     /// Per-node accumulated seconds and calls, when profiling.
     profile: Option<Vec<(f64, u64)>>,
 }
@@ -191,7 +190,6 @@ impl<'w> Executor<'w> {
             dims: vec![Vec::new(); n],
             last_use,
             pool: Vec::new(),
-            keep_all: false,
             profile: None,
         })
     }
@@ -204,11 +202,6 @@ impl<'w> Executor<'w> {
     /// Context size (KV positions per layer).
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
-    }
-
-    /// Keep every node's buffer after a step (for inspection), instead of recycling.
-    pub fn keep_all_buffers(&mut self, keep: bool) {
-        self.keep_all = keep;
     }
 
     /// The backend and kernel chosen for each node (`None` for sources), for dumps.
@@ -384,8 +377,7 @@ impl<'w> Executor<'w> {
         }
         for i in 0..self.graph.nodes().len() {
             let node = &self.graph.nodes()[i];
-            let (graph, weights, bufs, dims, kvs) = (&self.graph, &self.weights, &mut self.bufs, &self.dims, &mut self.kv);
-            let _ = graph;
+            let (weights, bufs, dims, kvs) = (&self.weights, &mut self.bufs, &self.dims, &mut self.kv);
             match &node.op {
                 Op::Weight { .. } => continue,
                 Op::InputTokens => {
@@ -435,14 +427,13 @@ impl<'w> Executor<'w> {
             if let Some(obs) = observer.as_deref_mut() {
                 obs(i, &self.graph.nodes()[i], self.view(i));
             }
-            if !self.keep_all {
-                for k in 0..self.graph.node(i).inputs.len() {
-                    let j = self.graph.node(i).inputs[k];
-                    if self.last_use[j] == i {
-                        let b = std::mem::take(&mut self.bufs[j]);
-                        if matches!(b, Buffer::F32(_) | Buffer::Bytes(_)) {
-                            self.pool.push(b);
-                        }
+            // Recycle the buffers whose last consumer this node was.
+            for k in 0..self.graph.node(i).inputs.len() {
+                let j = self.graph.node(i).inputs[k];
+                if self.last_use[j] == i {
+                    let b = std::mem::take(&mut self.bufs[j]);
+                    if matches!(b, Buffer::F32(_) | Buffer::Bytes(_)) {
+                        self.pool.push(b);
                     }
                 }
             }
