@@ -119,11 +119,8 @@ impl OpCase {
     /// Runs the case on `backend`, with guard sentinels around the output to catch stray
     /// writes. `None` if the backend does not support it.
     pub fn run(&self, backend: &dyn Backend) -> Option<Result<CaseResult, String>> {
-        let facts: Vec<graph::TensorFact> = self
-            .inputs
-            .iter()
-            .map(|t| graph::TensorFact::new(t.dtype, graph::Shape::fixed(&t.dims)))
-            .collect();
+        let facts: Vec<graph::TensorFact> =
+            self.inputs.iter().map(|t| graph::TensorFact::new(t.dtype, graph::Shape::fixed(&t.dims))).collect();
         let frefs: Vec<&graph::TensorFact> = facts.iter().collect();
         if !backend.supports(&self.op, &frefs) {
             return None;
@@ -251,7 +248,13 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
             } else {
                 Tensor::bytes(dtype, &[v, d], table)
             };
-            OpCase { id: format!("Embedding(table={dtype},v={v},d={d},t={t})"), op: Op::Embedding, inputs: vec![table, Tensor::i32(&[t], ids)], out: (DType::F32, vec![t, d]), kv: None }
+            OpCase {
+                id: format!("Embedding(table={dtype},v={v},d={d},t={t})"),
+                op: Op::Embedding,
+                inputs: vec![table, Tensor::i32(&[t], ids)],
+                out: (DType::F32, vec![t, d]),
+                kv: None,
+            }
         }
         "RmsNorm" => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
@@ -269,10 +272,16 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
         "QuantizeI8" => {
             let (t, k) = (rng.pick(TOKENS), rng.pick(&[1, 7, 31, 32, 33, 128, 257, 2560]));
             let x = rng.activations(t * k);
-            OpCase { id: format!("QuantizeI8(shape=[{t},{k}])"), op: Op::QuantizeI8, inputs: vec![Tensor::f32(&[t, k], x)], out: (DType::Q8Tok, vec![t, k]), kv: None }
+            OpCase {
+                id: format!("QuantizeI8(shape=[{t},{k}])"),
+                op: Op::QuantizeI8,
+                inputs: vec![Tensor::f32(&[t, k], x)],
+                out: (DType::Q8Tok, vec![t, k]),
+                kv: None,
+            }
         }
         "MatMulI2S" => {
-            let (m, k, t) = (rng.pick(ROWS) , rng.pick(I2S_K), rng.pick(TOKENS));
+            let (m, k, t) = (rng.pick(ROWS), rng.pick(I2S_K), rng.pick(TOKENS));
             let m = if k >= 2560 { m.min(12) } else { m };
             let extreme = rng.below(3) == 0;
             let codes: Vec<u8> = (0..m * k).map(|_| if extreme { 2 } else { rng.below(3) as u8 }).collect();
@@ -301,7 +310,8 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
         "MatMulQ8_0" => {
             let (m, k, t) = (rng.pick(ROWS), 32 * rng.pick(&[1, 3, 8, 12, 80]), rng.pick(TOKENS));
             let x = rng.activations(t * k);
-            let (wty, w) = if rng.below(2) == 0 { (DType::Q8_0, q8_0_rows(rng, m, k)) } else { (DType::Q4_0, q4_0_rows(rng, m, k)) };
+            let (wty, w) =
+                if rng.below(2) == 0 { (DType::Q8_0, q8_0_rows(rng, m, k)) } else { (DType::Q4_0, q4_0_rows(rng, m, k)) };
             OpCase {
                 id: format!("MatMulQ8_0(w={wty},m={m},k={k},t={t})"),
                 op: Op::MatMulQ8_0,
@@ -313,7 +323,13 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
         "QuantizeQ8K" => {
             let (t, k) = (rng.pick(TOKENS), 256 * rng.pick(&[1, 2, 10]));
             let x = rng.activations(t * k);
-            OpCase { id: format!("QuantizeQ8K(shape=[{t},{k}])"), op: Op::QuantizeQ8K, inputs: vec![Tensor::f32(&[t, k], x)], out: (DType::Q8K, vec![t, k]), kv: None }
+            OpCase {
+                id: format!("QuantizeQ8K(shape=[{t},{k}])"),
+                op: Op::QuantizeQ8K,
+                inputs: vec![Tensor::f32(&[t, k], x)],
+                out: (DType::Q8K, vec![t, k]),
+                kv: None,
+            }
         }
         "MatMulTQ" => {
             let (m, k, t) = (rng.pick(ROWS), 256 * rng.pick(&[1, 2, 3, 10, 27]), rng.pick(TOKENS));
@@ -346,7 +362,13 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
             let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 4, 5]), rng.pick(&[1, 7, 64]));
             let x = rng.activations(t * h * hd);
             let to = graph::Shape::fixed(&[t, h, hd]);
-            OpCase { id: format!("Reshape([{t},{}]->[{t},{h},{hd}])", h * hd), op: Op::Reshape { to }, inputs: vec![Tensor::f32(&[t, h * hd], x)], out: (DType::F32, vec![t, h, hd]), kv: None }
+            OpCase {
+                id: format!("Reshape([{t},{}]->[{t},{h},{hd}])", h * hd),
+                op: Op::Reshape { to },
+                inputs: vec![Tensor::f32(&[t, h * hd], x)],
+                out: (DType::F32, vec![t, h, hd]),
+                kv: None,
+            }
         }
         "Rope" => {
             let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 5]), rng.pick(&[2, 8, 64, 100, 128]));
@@ -399,13 +421,25 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
             let x = rng.activations(t * d);
             let sc = rng.f32(-2.0, 2.0);
-            OpCase { id: format!("Scale(shape=[{t},{d}],s={sc})"), op: Op::Scale, inputs: vec![Tensor::f32(&[t, d], x), Tensor::f32(&[1], vec![sc])], out: (DType::F32, vec![t, d]), kv: None }
+            OpCase {
+                id: format!("Scale(shape=[{t},{d}],s={sc})"),
+                op: Op::Scale,
+                inputs: vec![Tensor::f32(&[t, d], x), Tensor::f32(&[1], vec![sc])],
+                out: (DType::F32, vec![t, d]),
+                kv: None,
+            }
         }
         "Add" | "Mul" => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
             let (a, b) = (rng.activations(t * d), rng.activations(t * d));
             let op = if name == "Add" { Op::Add } else { Op::Mul };
-            OpCase { id: format!("{name}(shape=[{t},{d}])"), op, inputs: vec![Tensor::f32(&[t, d], a), Tensor::f32(&[t, d], b)], out: (DType::F32, vec![t, d]), kv: None }
+            OpCase {
+                id: format!("{name}(shape=[{t},{d}])"),
+                op,
+                inputs: vec![Tensor::f32(&[t, d], a), Tensor::f32(&[t, d], b)],
+                out: (DType::F32, vec![t, d]),
+                kv: None,
+            }
         }
         "Relu" | "Sqr" | "Silu" => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
@@ -421,13 +455,25 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 "Sqr" => Op::Sqr,
                 _ => Op::Silu,
             };
-            OpCase { id: format!("{name}(shape=[{t},{d}])"), op, inputs: vec![Tensor::f32(&[t, d], x)], out: (DType::F32, vec![t, d]), kv: None }
+            OpCase {
+                id: format!("{name}(shape=[{t},{d}])"),
+                op,
+                inputs: vec![Tensor::f32(&[t, d], x)],
+                out: (DType::F32, vec![t, d]),
+                kv: None,
+            }
         }
         "SelectOutputs" => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
             let o = 1 + rng.below(t);
             let x = rng.activations(t * d);
-            OpCase { id: format!("SelectOutputs(t={t},o={o},d={d})"), op: Op::SelectOutputs, inputs: vec![Tensor::f32(&[t, d], x)], out: (DType::F32, vec![o, d]), kv: None }
+            OpCase {
+                id: format!("SelectOutputs(t={t},o={o},d={d})"),
+                op: Op::SelectOutputs,
+                inputs: vec![Tensor::f32(&[t, d], x)],
+                out: (DType::F32, vec![o, d]),
+                kv: None,
+            }
         }
         other => panic!("no case generator for op {other}"),
     }
@@ -436,25 +482,3 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
 /// Ops with no computation: graph inputs and weight constants. They are exercised by every
 /// executor-level test and have no kernel to compare.
 pub const SOURCE_OPS: &[&str] = &["InputTokens", "InputPositions", "Weight"];
-
-/// Every op with a case generator.
-pub const CASE_OPS: &[&str] = &[
-    "Embedding",
-    "RmsNorm",
-    "QuantizeI8",
-    "MatMulI2S",
-    "MatMulF16",
-    "MatMulQ8_0",
-    "QuantizeQ8K",
-    "MatMulTQ",
-    "Reshape",
-    "Rope",
-    "Attention",
-    "Scale",
-    "Add",
-    "Mul",
-    "Relu",
-    "Sqr",
-    "Silu",
-    "SelectOutputs",
-];

@@ -391,16 +391,22 @@ fn q8_0_weights(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
     w
 }
 
-#[test]
-fn matmul_q8_0_bit_exact() {
-    let Some(a) = avx2() else { return };
-    let mut rng = Rng(4);
+/// MatMulQ8_0 with block weights of `dtype` (made by `weights(rng, m, k)`) over the sizes,
+/// fills and slice offsets of the head cases; returns the number of cases.
+fn block_head_cases(
+    a: &Avx2Backend,
+    dtype: DType,
+    seed: u64,
+    rows: &[usize],
+    weights: fn(&mut Rng, usize, usize) -> Vec<u8>,
+) -> usize {
+    let mut rng = Rng(seed);
     let mut n = 0;
     for k in [32usize, 64, 96, 384, 2560] {
-        for m in [1usize, 4, 5, 12, 33] {
+        for &m in rows {
             for t in [1usize, 2, 3, 5] {
                 for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
-                    let w = q8_0_weights(&mut rng, m, k);
+                    let w = weights(&mut rng, m, k);
                     let mut x = fill(&mut rng, t * k, kind);
                     if kind == Fill::Normal {
                         // A zero block, and a block whose maximum is 127 (ties on every .5).
@@ -413,14 +419,21 @@ fn matmul_q8_0_bit_exact() {
                         }
                     }
                     let (wo, xo) = (1 + n % 31, n % 8);
-                    let id = format!("MatMulQ8_0(w=[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
-                    let inp = [Input::bytes(DType::Q8_0, &[m, k], &w, wo), Input::f32(&[t, k], &x, xo)];
-                    check(&a, &id, &Op::MatMulQ8_0, &inp, DType::F32, &[t, m], t * m);
+                    let id = format!("MatMulQ8_0(w={dtype}[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
+                    let inp = [Input::bytes(dtype, &[m, k], &w, wo), Input::f32(&[t, k], &x, xo)];
+                    check(a, &id, &Op::MatMulQ8_0, &inp, DType::F32, &[t, m], t * m);
                     n += 1;
                 }
             }
         }
     }
+    n
+}
+
+#[test]
+fn matmul_q8_0_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let n = block_head_cases(&a, DType::Q8_0, 4, &[1, 4, 5, 12, 33], q8_0_weights);
     println!("MatMulQ8_0: {n} cases bit-exact");
 }
 
@@ -638,33 +651,7 @@ fn q4_0_weights(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
 #[test]
 fn matmul_q4_0_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(14);
-    let mut n = 0;
-    for k in [32usize, 64, 96, 384, 2560] {
-        for m in [1usize, 4, 5, 7, 12, 33] {
-            for t in [1usize, 2, 3, 5] {
-                for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan, Fill::Zeros] {
-                    let w = q4_0_weights(&mut rng, m, k);
-                    let mut x = fill(&mut rng, t * k, kind);
-                    if kind == Fill::Normal {
-                        // A zero block, and a block whose maximum is 127 (ties on every .5).
-                        x[..32].fill(0.0);
-                        if x.len() >= 64 {
-                            x[32] = 127.0;
-                            for (i, v) in x[33..64].iter_mut().enumerate() {
-                                *v = i as f32 - 15.5;
-                            }
-                        }
-                    }
-                    let (wo, xo) = (1 + n % 31, n % 8);
-                    let id = format!("MatMulQ8_0(w=q4_0[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
-                    let inp = [Input::bytes(DType::Q4_0, &[m, k], &w, wo), Input::f32(&[t, k], &x, xo)];
-                    check(&a, &id, &Op::MatMulQ8_0, &inp, DType::F32, &[t, m], t * m);
-                    n += 1;
-                }
-            }
-        }
-    }
+    let n = block_head_cases(&a, DType::Q4_0, 14, &[1, 4, 5, 7, 12, 33], q4_0_weights);
     println!("MatMulQ8_0 (Q4_0 weights): {n} cases bit-exact");
 }
 
