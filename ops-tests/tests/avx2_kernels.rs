@@ -269,17 +269,25 @@ enum Acts {
     Chunked,
     /// All zero.
     Zero,
+    /// Random in −40..=40: no i16 lane can wrap whatever the codes, so a CPU with AVX-VNNI
+    /// takes its VNNI kernels even at the largest K.
+    Small,
+    /// Tokens alternate between `Small` and all 127: token tiles mix tokens that may take
+    /// the VNNI kernels with tokens that must not.
+    Mixed,
 }
 
 fn q8tok_rows(rng: &mut Rng, t: usize, k: usize, acts: Acts) -> Vec<u8> {
     let mut out = Vec::with_capacity(t * q8tok_row_bytes(k));
-    for _ in 0..t {
+    for tok in 0..t {
         let q: Vec<i8> = (0..k)
             .map(|_| match acts {
                 Acts::Random => rng.i8(),
                 Acts::Max | Acts::Chunked => 127,
+                Acts::Mixed if tok % 2 == 1 => 127,
                 Acts::Min => -128,
                 Acts::Zero => 0,
+                Acts::Small | Acts::Mixed => (rng.below(81) as i32 - 40) as i8,
             })
             .collect();
         let s = rng.f32(0.5, 400.0);
@@ -291,17 +299,34 @@ fn q8tok_rows(rng: &mut Rng, t: usize, k: usize, acts: Acts) -> Vec<u8> {
     out
 }
 
+/// Both I2_S kernel families: the backend as detected (with AVX-VNNI where the CPU has it)
+/// and without VNNI.
+fn i2s_backends(a: Avx2Backend) -> Vec<Avx2Backend> {
+    if a.uses_vnni() {
+        vec![a, a.without_vnni()]
+    } else {
+        println!("note: no AVX-VNNI here (or BITNET_DISABLE_VNNI is set): the VNNI kernels are not tested");
+        vec![a]
+    }
+}
+
 #[test]
 fn matmul_i2s_bit_exact() {
     let Some(a) = avx2() else { return };
+    for a in i2s_backends(a) {
+        matmul_i2s_cases(&a);
+    }
+}
+
+fn matmul_i2s_cases(a: &Avx2Backend) {
     let mut rng = Rng(2);
     let mut n = 0;
     for mg in [1usize, 2, 3, 20, 33, 54] {
         let k = 128 * mg;
         for m in [4usize, 8, 12, 36, 7] {
             for t in [1usize, 2, 3, 5, 8, 17] {
-                for acts in [Acts::Random, Acts::Max, Acts::Min, Acts::Chunked, Acts::Zero] {
-                    if mg > 3 && m > 12 && t > 5 && !matches!(acts, Acts::Random) {
+                for acts in [Acts::Random, Acts::Max, Acts::Min, Acts::Chunked, Acts::Zero, Acts::Small, Acts::Mixed] {
+                    if mg > 3 && m > 12 && t > 5 && !matches!(acts, Acts::Random | Acts::Mixed) {
                         continue; // keep the big shapes to one activation kind
                     }
                     let codes: Vec<u8> = (0..m * k)
@@ -325,13 +350,13 @@ fn matmul_i2s_bit_exact() {
                     let (wo, xo) = (1 + n % 31, 1 + (n * 7) % 31);
                     let id = format!("MatMulI2S(w=[{m},{k}],t={t},acts={acts:?},off={wo}/{xo})");
                     let inp = [Input::bytes(DType::I2S, &[m, k], &w, wo), Input::bytes(DType::Q8Tok, &[t, k], &x, xo)];
-                    check(&a, &id, &Op::MatMulI2S, &inp, DType::F32, &[t, m], t * m);
+                    check(a, &id, &Op::MatMulI2S, &inp, DType::F32, &[t, m], t * m);
                     n += 1;
                 }
             }
         }
     }
-    println!("MatMulI2S: {n} cases bit-exact");
+    println!("MatMulI2S ({}): {n} cases bit-exact", if a.uses_vnni() { "vnni" } else { "avx2" });
 }
 
 #[test]
@@ -343,6 +368,12 @@ fn matmul_i2s_lane_wrap_matters() {
     // - codes 1 × q 127, K = 54 groups: no chunk wraps, one chunk of 54 would → exact
     //   54·128·127 = 877824 only with per-chunk widening.
     let Some(a) = avx2() else { return };
+    for a in i2s_backends(a) {
+        i2s_lane_wrap_cases(&a);
+    }
+}
+
+fn i2s_lane_wrap_cases(a: &Avx2Backend) {
     for (code, groups, want) in [(2u8, 33usize, 24320.0f32), (1, 54, 877824.0)] {
         let k = groups * 128;
         let w = graph::quant::pack_i2s(&vec![code; 4 * k], 1.0, &[0; 28]);
@@ -350,7 +381,7 @@ fn matmul_i2s_lane_wrap_matters() {
         x.extend_from_slice(&1.0f32.to_le_bytes());
         x.extend_from_slice(&0i32.to_le_bytes());
         let inp = [Input::bytes(DType::I2S, &[4, k], &w, 3), Input::bytes(DType::Q8Tok, &[1, k], &x, 5)];
-        let Out::F32(y) = run_op(&a, "wrap", &Op::MatMulI2S, &inp, DType::F32, &[1, 4], 4) else { unreachable!() };
+        let Out::F32(y) = run_op(a, "wrap", &Op::MatMulI2S, &inp, DType::F32, &[1, 4], 4) else { unreachable!() };
         assert_eq!(y, vec![want; 4], "codes {code}, {groups} groups");
     }
 }
@@ -1050,3 +1081,4 @@ fn avx2_kernel_throughput() {
 
 // The generic per-op suite (one proptest per op, against scalar).
 ops_tests::backend_suite!(avx2_suite, backend_avx2::Avx2Backend::new());
+ops_tests::backend_suite!(avx2_no_vnni_suite, backend_avx2::Avx2Backend::new().map(|b| b.without_vnni()));

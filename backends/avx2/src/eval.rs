@@ -20,7 +20,7 @@ use crate::x86_64::q4_0::BLOCK_BYTES as Q4_0_BLOCK_BYTES;
 use crate::x86_64::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
 use crate::x86_64::q8_k::{BLOCK as Q8K_BLOCK, BLOCK_BYTES as Q8K_BLOCK_BYTES};
 use crate::x86_64::tq::TqKind;
-use crate::x86_64::Isa;
+use crate::x86_64::{Isa, Vnni};
 
 /// A task never holds more than about this many weight bytes (keeps the load balanced on
 /// the LM head: 128256 rows are ~650 tasks of 1 MiB).
@@ -38,6 +38,7 @@ fn fail(op: &Op, msg: impl std::fmt::Display) -> Error {
 /// Evaluates one node (see [`graph::Backend::eval`]).
 pub(crate) fn eval(
     isa: Isa,
+    vnni: Option<Vnni>,
     op: &Op,
     inputs: &[TensorRef<'_>],
     out: &mut TensorMut<'_>,
@@ -49,7 +50,7 @@ pub(crate) fn eval(
     match op {
         Op::RmsNorm { eps } => rms_norm(isa, op, inputs, out, *eps),
         Op::QuantizeI8 => quantize_i8(isa, op, inputs, out),
-        Op::MatMulI2S => matmul_i2s(isa, op, inputs, out),
+        Op::MatMulI2S => matmul_i2s(isa, vnni, op, inputs, out),
         Op::MatMulF16 => matmul_f16(isa, op, inputs, out),
         Op::MatMulQ8_0 => matmul_q8_0(isa, op, inputs, out),
         Op::QuantizeQ8K => quantize_q8_k(isa, op, inputs, out),
@@ -163,6 +164,11 @@ struct I2sJob<'a> {
     stride: usize,
     /// Per token: (s, Σq).
     toks: &'a [(f32, i32)],
+    /// The VNNI kernels, if the CPU has them.
+    vnni: Option<Vnni>,
+    /// Per token: whether its i16 lanes provably cannot wrap ([`Isa::i2s_cannot_wrap`]), so
+    /// that the VNNI kernels give the exact result.
+    no_wrap: &'a [bool],
     scale: f32,
 }
 
@@ -175,13 +181,13 @@ const I2S_ROW_BLOCK: usize = 64;
 impl I2sJob<'_> {
     /// Integer dots of rows `r .. r+R` × tokens `n0 .. n0+N` into `dots[token][r_local ..]`.
     fn tile<const R: usize, const N: usize>(&self, r: usize, r_local: usize, n0: usize, dots: &mut [i32]) {
-        let acc = self.isa.i2s_dots::<R, N>(
-            &self.codes[r * self.row_bytes..],
-            self.row_bytes,
-            &self.xq[n0 * self.stride..],
-            self.stride,
-            self.k,
-        );
+        let (codes, xq) = (&self.codes[r * self.row_bytes..], &self.xq[n0 * self.stride..]);
+        let acc = match self.vnni {
+            Some(v) if self.no_wrap[n0..n0 + N].iter().all(|&ok| ok) => {
+                v.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k)
+            }
+            _ => self.isa.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k),
+        };
         for (dr, acc_r) in acc.iter().enumerate() {
             for (dn, &a) in acc_r.iter().enumerate() {
                 dots[(n0 + dn) * I2S_ROW_BLOCK + r_local + dr] = a;
@@ -249,7 +255,7 @@ fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
     }
 }
 
-fn matmul_i2s(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let w = inputs[0].bytes()?;
     let (m, k) = weight_dims(op, &inputs[0], DType::I2S)?;
     let xq = inputs[1].bytes()?;
@@ -274,14 +280,28 @@ fn matmul_i2s(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'
             (s, sum)
         })
         .collect();
+    let no_wrap: Vec<bool> = match vnni {
+        Some(_) => xq.chunks_exact(stride).map(|r| isa.i2s_cannot_wrap(r, k)).collect(),
+        None => vec![false; t],
+    };
     let row_bytes = k / 4;
     let rows = rows_per_task(m, row_bytes, 4);
     // w: [M, K/4] codes; xq: [T] q8 rows; o: [T, M]. Tasks own disjoint output columns.
     split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
         let r0 = i * rows;
         let n_rows = outs[0].len();
-        let job =
-            I2sJob { isa, codes: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_bytes, k, xq, stride, toks: &toks, scale };
+        let job = I2sJob {
+            isa,
+            codes: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes],
+            row_bytes,
+            k,
+            xq,
+            stride,
+            toks: &toks,
+            vnni,
+            no_wrap: &no_wrap,
+            scale,
+        };
         if t == 1 {
             job.run::<I2S_ROWS_1, 1>(&mut outs);
         } else {

@@ -8,6 +8,9 @@
 //!   (`#[target_feature]` on entry points only), so the crate builds for any x86-64 CPU;
 //!   on other targets it compiles and [`Avx2Backend::new`] returns `None`.
 //! - All `unsafe` code lives in `src/x86_64/` (see that module's docs for the layout).
+//! - Where the CPU also has AVX-VNNI (and `BITNET_DISABLE_VNNI` is unset), the I2_S
+//!   matmul uses `vpdpbusd` for every token whose activations cannot wrap an i16 lane
+//!   (checked per token, `x86_64::i2s`); the result is the same integer, so the same bits.
 //!
 //! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
 //! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0 (Q8_0 and Q4_0 weights), QuantizeQ8K,
@@ -48,6 +51,29 @@ fn cpu_has_avx2_fma_f16c() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-VNNI (`avxvnni`), which the I2_S matmul uses when the
+/// activations allow it (see [`Avx2Backend`]). Detected once and cached.
+fn cpu_has_avx_vnni() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avxvnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether `BITNET_DISABLE_VNNI` is set to something other than empty or `0` (read once):
+/// [`Avx2Backend::new`] then leaves the AVX-VNNI kernels out.
+pub fn vnni_disabled_by_env() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| std::env::var_os("BITNET_DISABLE_VNNI").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
 /// Whether `BITNET_DISABLE_AVX2` is set to something other than empty or `0` (read once).
 pub fn disabled_by_env() -> bool {
     static DISABLED: OnceLock<bool> = OnceLock::new();
@@ -64,7 +90,7 @@ pub fn disabled_by_env() -> bool {
 /// |---|---|---|
 /// | RmsNorm | `rms_norm_f32_avx2`: vector squares, sequential f64 sum | bit-exact |
 /// | QuantizeI8 | `quantize_row_i8_avx2` | bit-exact (integers exact) |
-/// | MatMulI2S | `vec_dot_i2s_i8_avx2`, rows × tokens tiles (sizes in `kernel_name`) | bit-exact, incl. i16 lane wrap |
+/// | MatMulI2S | `vec_dot_i2s_i8_avx2`, rows × tokens tiles (sizes in `kernel_name`); with AVX-VNNI, `vpdpbusd` tiles for tokens whose activations provably cannot wrap an i16 lane | bit-exact, incl. i16 lane wrap |
 /// | MatMulF16 | `vec_dot_f16_avx2` on f16(x) (T = 1), `vec_dot_f16_f32_avx2` tiles (T ≥ 2) | bit-exact |
 /// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q8_0_q8_0_avx2` tiles | bit-exact |
 /// | MatMulQ8_0 (Q4_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q4_0_q8_0_avx2` tiles | bit-exact, incl. the −128 sign quirk |
@@ -80,6 +106,8 @@ pub fn disabled_by_env() -> bool {
 pub struct Avx2Backend {
     #[cfg(target_arch = "x86_64")]
     isa: x86_64::Isa,
+    #[cfg(target_arch = "x86_64")]
+    vnni: Option<x86_64::Vnni>,
     #[cfg(not(target_arch = "x86_64"))]
     never: std::convert::Infallible,
 }
@@ -93,11 +121,38 @@ impl Avx2Backend {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            x86_64::Isa::detect().map(|isa| Avx2Backend { isa })
+            let vnni = if vnni_disabled_by_env() { None } else { x86_64::Vnni::detect() };
+            x86_64::Isa::detect().map(|isa| Avx2Backend { isa, vnni })
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             None
+        }
+    }
+
+    /// Whether the I2_S matmul may use the AVX-VNNI kernels (the CPU has AVX-VNNI and
+    /// `BITNET_DISABLE_VNNI` is unset). They give the same bits as the exact AVX2 kernels:
+    /// they run only for tokens whose activations provably cannot wrap an i16 lane.
+    pub fn uses_vnni(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.vnni.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            match self.never {}
+        }
+    }
+
+    /// The same backend without the AVX-VNNI kernels (for tests and A/B timing).
+    pub fn without_vnni(self) -> Avx2Backend {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Avx2Backend { vnni: None, ..self }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self
         }
     }
 }
@@ -120,10 +175,12 @@ fn fixed_last(inputs: &[&TensorFact], i: usize) -> Option<usize> {
 /// Measured with `ops-tests` `avx2_kernel_throughput` (2-vCPU Xeon VM, AVX2 path, best of
 /// runs): I2_S GEMM, one thread on cached weights, 4×3 → 2×4 tiles: 86 → 100 G MAC/s;
 /// F16 dotblas GEMM 8192×2560, T = 128, 2 threads, 2×6 → 3×4: 53 → 72–78 G FMA/s;
-/// I2_S GEMV 2 → 4 → 8 rows: no difference beyond the noise (15–17 GB/s).
+/// I2_S GEMV 2 → 4 → 8 rows: no difference beyond the noise (15–17 GB/s); the VNNI GEMV
+/// keeps four accumulators per row, so it takes 2 rows (4 spill). VNNI GEMM, pp128 on the
+/// 2B shape: 2×4 106 tok/s, 3×4 87, 4×3 87, 2×6 68, 2×8 63.
 pub(crate) mod tiles {
     /// I2_S: rows per tile for one token.
-    pub const I2S_ROWS_1: usize = 4;
+    pub const I2S_ROWS_1: usize = 2;
     /// I2_S: rows × tokens per tile for two or more tokens.
     pub const I2S_ROWS: usize = 2;
     /// I2_S: tokens per tile.
@@ -175,7 +232,8 @@ impl Backend for Avx2Backend {
             Op::RmsNorm { .. } => "rms_norm_f32_avx2".into(),
             Op::QuantizeI8 => "quantize_row_i8_avx2".into(),
             Op::MatMulI2S => {
-                format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_avx2 (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_avx2")
+                let v = if self.uses_vnni() { "vnni" } else { "avx2" };
+                format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_{v} (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_{v}")
             }
             Op::MatMulF16 => {
                 format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
@@ -193,7 +251,7 @@ impl Backend for Avx2Backend {
     fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
         #[cfg(target_arch = "x86_64")]
         {
-            eval::eval(self.isa, op, inputs, out, kv)
+            eval::eval(self.isa, self.vnni, op, inputs, out, kv)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

@@ -53,6 +53,25 @@ impl Isa {
     }
 }
 
+/// Proof that the running CPU also supports AVX-VNNI (`vpdpbusd` on 256-bit registers,
+/// VEX-encoded: Alder Lake, Sapphire Rapids, Zen 5 and later) on top of [`Isa`]'s
+/// features. Built only by [`Vnni::detect`] (checked once, cached).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Vnni {
+    _private: (),
+}
+
+impl Vnni {
+    /// The token, if this CPU has AVX2, FMA, F16C and AVX-VNNI.
+    pub(crate) fn detect() -> Option<Vnni> {
+        if crate::cpu_has_avx2_fma_f16c() && crate::cpu_has_avx_vnni() {
+            Some(Vnni { _private: () })
+        } else {
+            None
+        }
+    }
+}
+
 /// Wrapping sum of the eight i32 lanes (integer addition: any order gives the same bits).
 ///
 /// # Safety
