@@ -95,12 +95,25 @@ fn weight_dims(op: &Op, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)
     }
 }
 
-/// Rows per rayon task for a matrix of `m` rows of `row_bytes` bytes: about eight tasks
-/// per thread, within [`MIN_TASK_BYTES`, `MAX_TASK_BYTES`], a multiple of `align`.
-fn rows_per_task(m: usize, row_bytes: usize, align: usize) -> usize {
+/// Tasks per thread of most kernels (small, so a late or slowed thread costs little).
+const TASKS_PER_THREAD: usize = 8;
+/// Tasks per thread of the I2_S matmul: a task is a run of consecutive rows streamed from
+/// memory, so fewer, longer runs stream better (the workers are kept awake, see
+/// `graph::Executor`). 2-vCPU Xeon VM, 2 threads, 2B shape: the 210 GEMVs of a decode
+/// step alone (`decode_i2s` example), median ms, 8 → 2 tasks per thread: 22.6 → 20.7 and
+/// 22.4 → 21.5; whole decode (`bench -p 128 -n 32 --profile`, A/B twice): I2_S 23.8 →
+/// 22.1 and 24.2 → 23.1 ms per token, pp128 unchanged within the noise.
+const I2S_TASKS_PER_THREAD: usize = 2;
+
+/// Rows per rayon task for a matrix of `m` rows of `row_bytes` bytes: `per_thread` tasks
+/// per thread, more if a task would exceed [`MAX_TASK_BYTES`] (always a multiple of the
+/// thread count, so that equal threads finish together), at least [`MIN_TASK_BYTES`] per
+/// task, rounded up to a multiple of `align`.
+fn rows_per_task(m: usize, row_bytes: usize, align: usize, per_thread: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let row_bytes = row_bytes.max(1);
-    let rows = m.div_ceil(threads * 8).min(MAX_TASK_BYTES / row_bytes).max(MIN_TASK_BYTES / row_bytes).max(1);
+    let per_thread = per_thread.max((m * row_bytes).div_ceil(threads * MAX_TASK_BYTES)).max(1);
+    let rows = m.div_ceil(threads * per_thread).max(MIN_TASK_BYTES / row_bytes).max(1);
     rows.div_ceil(align) * align
 }
 
@@ -285,7 +298,7 @@ fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, op: &Op, inputs: &[TensorRef<'_>], o
         None => vec![false; t],
     };
     let row_bytes = k / 4;
-    let rows = rows_per_task(m, row_bytes, 4);
+    let rows = rows_per_task(m, row_bytes, 4, I2S_TASKS_PER_THREAD);
     // w: [M, K/4] codes; xq: [T] q8 rows; o: [T, M]. Tasks own disjoint output columns.
     split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
         let r0 = i * rows;
@@ -429,13 +442,13 @@ fn matmul_f16(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'
     if t == 1 {
         let mut x16 = vec![0.0f32; k];
         isa.round_f16(x, &mut x16);
-        let rows = rows_per_task(m, row_bytes, DOT16_ROWS);
+        let rows = rows_per_task(m, row_bytes, DOT16_ROWS, TASKS_PER_THREAD);
         o.par_chunks_mut(rows).enumerate().for_each(|(i, orow)| {
             let r0 = i * rows;
             dot16_all::<DOT16_ROWS>(isa, &w[r0 * row_bytes..(r0 + orow.len()) * row_bytes], row_bytes, &x16, orow);
         });
     } else {
-        let rows = rows_per_task(m, row_bytes, DOTBLAS_ROWS);
+        let rows = rows_per_task(m, row_bytes, DOTBLAS_ROWS, TASKS_PER_THREAD);
         split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
             let r0 = i * rows;
             let n_rows = outs[0].len();
@@ -520,7 +533,7 @@ fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<
     if k > 0 {
         a.par_chunks_exact_mut(a_row).zip(x.par_chunks_exact(k)).for_each(|(arow, xrow)| isa.quantize_q8_0_act(xrow, arow));
     }
-    let rows = rows_per_task(m, w_row, Q8_0_ROWS);
+    let rows = rows_per_task(m, w_row, Q8_0_ROWS, TASKS_PER_THREAD);
     // w: [M] rows of K/32 blocks; o: [T, M].
     split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
         let r0 = i * rows;
@@ -641,7 +654,7 @@ fn matmul_tq(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_
         .chunks_exact(Q8K_BLOCK_BYTES)
         .flat_map(|blk| blk[4..].chunks_exact(32).map(|c| c.iter().map(|&q| i32::from(q as i8)).sum::<i32>()))
         .collect();
-    let rows = rows_per_task(m, w_row, 1);
+    let rows = rows_per_task(m, w_row, 1, TASKS_PER_THREAD);
     // w: [M] rows of K/256 blocks; xq: [T] q8_k rows; o: [T, M]. Tasks own disjoint output columns.
     split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
         let r0 = i * rows;
