@@ -8,10 +8,15 @@ use benches::{attention, f16_matmul, i2s, Call};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use graph::Backend;
 
-fn backends() -> Vec<Box<dyn Backend>> {
-    let mut v: Vec<Box<dyn Backend>> = vec![Box::new(backend_scalar::ScalarBackend::new())];
+/// The backends side by side, with their labels: scalar, AVX2 and, where the CPU has
+/// AVX-VNNI, AVX2 without its VNNI I2_S kernels.
+fn backends() -> Vec<(&'static str, Box<dyn Backend>)> {
+    let mut v: Vec<(&'static str, Box<dyn Backend>)> = vec![("scalar", Box::new(backend_scalar::ScalarBackend::new()))];
     if let Some(b) = backend_avx2::Avx2Backend::new() {
-        v.push(Box::new(b));
+        if b.uses_vnni() {
+            v.push(("avx2-no-vnni", Box::new(b.without_vnni())));
+        }
+        v.push(("avx2", Box::new(b)));
     }
     v
 }
@@ -22,8 +27,8 @@ fn bench_call(c: &mut Criterion, group: &str, make: impl FnOnce() -> Call, by_ma
     let mut call = make();
     g.throughput(if by_macs { Throughput::Elements(call.macs) } else { Throughput::Bytes(call.weight_bytes) });
     let mut out = vec![0f32; call.out_len()];
-    for b in backends() {
-        g.bench_function(b.name(), |bencher| bencher.iter(|| call.run(b.as_ref(), &mut out)));
+    for (label, b) in backends() {
+        g.bench_function(label, |bencher| bencher.iter(|| call.run(b.as_ref(), &mut out)));
     }
     g.finish();
 }

@@ -44,7 +44,13 @@ pub fn i2s(m: usize, k: usize, t: usize) -> Call {
     w.extend_from_slice(&[0u8; 28]);
     let mut x = Vec::with_capacity(t * q8tok_row_bytes(k));
     for _ in 0..t {
-        let q: Vec<i8> = (0..k).map(|_| ((lcg(&mut s) % 255) as i32 - 127) as i8).collect();
+        // As QuantizeI8 makes them from a hidden state: bell-shaped values (a sum of four
+        // uniforms) scaled so that the largest magnitude is 127. (Uniform i8 over the whole
+        // range would be no activation's distribution, and would keep the AVX-VNNI kernels
+        // out: its lanes could wrap.)
+        let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| (lcg(&mut s) % 1000) as f32 / 1000.0).sum::<f32>() - 2.0).collect();
+        let amax = h.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let q: Vec<i8> = h.iter().map(|&v| (v * 127.0 / amax).round() as i8).collect();
         let sum: i32 = q.iter().map(|&v| v as i32).sum();
         x.extend(q.iter().map(|&v| v as u8));
         x.extend(40.0f32.to_le_bytes());

@@ -1,0 +1,168 @@
+//! The I2_S matmuls of one 2B-4T decode step, alone: 30 layers × 7 matrices (0.52 GB of
+//! random codes) in one huge-page-advised arena, as the executor holds them, each run
+//! through `Backend::eval` with one token on the global thread pool, workers kept awake as
+//! the executor keeps them. Variants, measured alternately in one process (the machine is
+//! noisy, so compare within a run):
+//!
+//! - `avx2`: the AVX2 backend without its AVX-VNNI kernels;
+//! - `vnni`: the AVX2 backend as detected (AVX-VNNI where the CPU has it);
+//! - `read`: no arithmetic, the same bytes summed as u64 in the same number of tasks: what
+//!   reading 210 separate matrices costs on this machine.
+//!
+//! Run: `cargo run --release -p benches --example decode_i2s [-- VARIANT…] [--threads N]`
+//! (default: all three, the machine's thread count). Prints the median time per step and
+//! the weight bytes per second.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use backend_avx2::Avx2Backend;
+use graph::backend::{q8tok_row_bytes, Data, DataMut, TensorMut, TensorRef};
+use graph::{Backend, DType, Op};
+use rayon::prelude::*;
+
+/// The 2B-4T layer: (rows, columns) of attn_q, attn_k, attn_v, attn_output, ffn_gate,
+/// ffn_up, ffn_down.
+const LAYER: [(usize, usize); 7] = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)];
+const LAYERS: usize = 30;
+const REPS: usize = 12;
+
+/// A q8_tok row as QuantizeI8 writes it, from bell-shaped values (see `benches::i2s`).
+fn q8_row(k: usize, seed: &mut u64) -> Vec<u8> {
+    let mut next = || {
+        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((*seed >> 33) % 1000) as f32 / 1000.0
+    };
+    let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| next()).sum::<f32>() - 2.0).collect();
+    let amax = h.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let q: Vec<i8> = h.iter().map(|&v| (v * 127.0 / amax).round() as i8).collect();
+    let mut x: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+    x.extend((amax / 127.0).recip().to_le_bytes());
+    x.extend(q.iter().map(|&v| i32::from(v)).sum::<i32>().to_le_bytes());
+    assert_eq!(x.len(), q8tok_row_bytes(k));
+    x
+}
+
+fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--threads") {
+        let n: usize = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--threads N");
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().expect("thread pool");
+        args.drain(i..i + 2);
+    }
+    if args.is_empty() {
+        args = vec!["avx2".into(), "vnni".into(), "read".into()];
+    }
+    let Some(vnni) = Avx2Backend::new() else {
+        eprintln!("no AVX2 + FMA + F16C on this CPU");
+        return;
+    };
+    if !vnni.uses_vnni() {
+        eprintln!("note: no AVX-VNNI here (or BITNET_DISABLE_VNNI is set): `vnni` runs the AVX2 kernels");
+    }
+    let avx2 = vnni.without_vnni();
+
+    // Weights: one anonymous arena, each matrix (codes, then its f32 scale) 4 KiB-aligned.
+    let mut offs = vec![];
+    let mut total = 0usize;
+    for _ in 0..LAYERS {
+        for &(m, k) in &LAYER {
+            offs.push((total, m, k));
+            total += (m * k / 4 + 32).div_ceil(4096) * 4096;
+        }
+    }
+    let mut arena = memmap2::MmapMut::map_anon(total).expect("anonymous mapping");
+    let _ = arena.advise(memmap2::Advice::HugePage);
+    let mut seed = 1u64;
+    for &(o, m, k) in &offs {
+        let n = m * k / 4;
+        for b in &mut arena[o..o + n] {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let r = (seed >> 33) as u32;
+            *b = ((r % 3) | ((r / 3 % 3) << 2) | ((r / 9 % 3) << 4) | ((r / 27 % 3) << 6)) as u8;
+        }
+        arena[o + n..o + n + 4].copy_from_slice(&0.02f32.to_le_bytes());
+    }
+    let x2560 = q8_row(2560, &mut seed);
+    let x6912 = q8_row(6912, &mut seed);
+    let bytes: usize = offs.iter().map(|&(_, m, k)| m * k / 4).sum();
+    println!(
+        "{} I2_S matrices, {:.3} GB, {} threads, {REPS} reps (median of the last {})",
+        offs.len(),
+        bytes as f64 / 1e9,
+        rayon::current_num_threads(),
+        REPS - 2
+    );
+
+    let mut out = vec![0f32; 6912];
+    let mut times = vec![vec![]; args.len()];
+    let mut sums = vec![0f64; args.len()];
+    for rep in 0..REPS {
+        for (vi, variant) in args.iter().enumerate() {
+            let backend: &dyn Backend = match variant.as_str() {
+                "avx2" => &avx2,
+                "vnni" => &vnni,
+                "read" => &avx2,
+                other => panic!("unknown variant {other}: avx2, vnni or read"),
+            };
+            let read_only = variant == "read";
+            let t0 = Instant::now();
+            let done = AtomicBool::new(false);
+            let done = &done;
+            rayon::scope(|s| {
+                let main = rayon::current_thread_index();
+                for _ in 1..rayon::current_num_threads() {
+                    s.spawn(move |_| {
+                        if rayon::current_thread_index() == main {
+                            return;
+                        }
+                        while !done.load(Ordering::Acquire) {
+                            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    });
+                }
+                for &(o, m, k) in &offs {
+                    if read_only {
+                        let words: &[u64] = bytemuck::cast_slice(&arena[o..o + m * k / 4]);
+                        let tasks = 2 * rayon::current_num_threads();
+                        let s: u64 = words
+                            .par_chunks(words.len().div_ceil(tasks))
+                            .map(|c| {
+                                let mut acc = [0u64; 8];
+                                for q in c.chunks_exact(8) {
+                                    for i in 0..8 {
+                                        acc[i] = acc[i].wrapping_add(q[i]);
+                                    }
+                                }
+                                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
+                            })
+                            .reduce(|| 0, u64::wrapping_add);
+                        std::hint::black_box(s);
+                        continue;
+                    }
+                    let x = if k == 2560 { &x2560 } else { &x6912 };
+                    let (wd, xd, od) = ([m, k], [1, k], [1, m]);
+                    let inputs = [
+                        TensorRef { dtype: DType::I2S, dims: &wd, data: Data::Bytes(&arena[o..o + m * k / 4 + 32]) },
+                        TensorRef { dtype: DType::Q8Tok, dims: &xd, data: Data::Bytes(x) },
+                    ];
+                    let mut o = TensorMut { dtype: DType::F32, dims: &od, data: DataMut::F32(&mut out[..m]) };
+                    backend.eval(&Op::MatMulI2S, &inputs, &mut o, None).expect("I2_S matmul");
+                    if rep == 0 {
+                        sums[vi] += out[..m].iter().map(|&f| f64::from(f)).sum::<f64>();
+                    }
+                }
+                done.store(true, Ordering::Release);
+            });
+            times[vi].push(t0.elapsed().as_secs_f64());
+        }
+    }
+    for (vi, variant) in args.iter().enumerate() {
+        let mut t = times[vi][2..].to_vec();
+        t.sort_by(f64::total_cmp);
+        let med = t[t.len() / 2];
+        let check = if variant == "read" { String::new() } else { format!(" (checksum {:.4})", sums[vi]) };
+        println!("{variant:5} {:7.2} ms per step, {:5.1} GB/s{check}", med * 1e3, bytes as f64 / med / 1e9);
+    }
+}
