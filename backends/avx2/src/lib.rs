@@ -193,6 +193,10 @@ pub(crate) mod tiles {
     pub const DOTBLAS_TOKENS: usize = 4;
     /// Q8_0 / Q4_0: rows per tile.
     pub const Q8_0_ROWS: usize = 4;
+    /// Q8_0 / Q4_0: rows per tile for one token (the `--lm-head q8` decode head: 2 rows
+    /// stream better than 4, `bench --lm-head q8 --profile`, 2B shape, 2 threads, A/B
+    /// ×3: 13.0/13.8/13.5 vs 15.7/15.3/14.9 ms per token).
+    pub const Q8_0_ROWS_1: usize = 2;
     /// Q8_0 / Q4_0: tokens per tile.
     pub const Q8_0_TOKENS: usize = 2;
     /// TQ2_0 / TQ1_0: tokens per call (one weight row; its codes are unpacked once per
@@ -239,7 +243,7 @@ impl Backend for Avx2Backend {
                 format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
             }
             Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
-            Op::MatMulQ8_0 => format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
+            Op::MatMulQ8_0 => format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
             Op::QuantizeQ8K => "quantize_row_q8_k_avx2".into(),
             Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
             Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
