@@ -22,7 +22,8 @@ use rayon::prelude::*;
 
 /// The 2B-4T layer: (rows, columns) of attn_q, attn_k, attn_v, attn_output, ffn_gate,
 /// ffn_up, ffn_down.
-const LAYER: [(usize, usize); 7] = [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)];
+const LAYER: [(usize, usize); 7] =
+    [(2560, 2560), (640, 2560), (640, 2560), (2560, 2560), (6912, 2560), (6912, 2560), (2560, 6912)];
 const LAYERS: usize = 30;
 const REPS: usize = 12;
 

@@ -243,7 +243,9 @@ impl Backend for Avx2Backend {
                 format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
             }
             Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
-            Op::MatMulQ8_0 => format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
+            Op::MatMulQ8_0 => {
+                format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2")
+            }
             Op::QuantizeQ8K => "quantize_row_q8_k_avx2".into(),
             Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
             Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
