@@ -185,8 +185,10 @@ pub(crate) mod tiles {
     pub const I2S_ROWS: usize = 2;
     /// I2_S: tokens per tile.
     pub const I2S_TOKENS: usize = 4;
-    /// F16 dot16 (one token): rows per tile.
-    pub const DOT16_ROWS: usize = 2;
+    /// F16 dot16 (one token): rows per tile. One row at a time streams the LM head best
+    /// (`bench --profile`, 2B shape, 2 threads, A/B ×4: 1 row 21.5/21.2/20.9/19.9 ms per
+    /// token, 2 rows 22.6/22.9/22.9/21.5).
+    pub const DOT16_ROWS: usize = 1;
     /// F16 dotblas (two or more tokens): rows per tile.
     pub const DOTBLAS_ROWS: usize = 3;
     /// F16 dotblas: tokens per tile.
