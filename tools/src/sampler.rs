@@ -37,6 +37,15 @@ pub fn argmax(logits: &[f32]) -> usize {
     best
 }
 
+/// The sort key of a logit: NaN as −∞ (never preferred), −0 as +0.
+fn rank_key(l: f32) -> f32 {
+    if l.is_nan() {
+        f32::NEG_INFINITY
+    } else {
+        l + 0.0
+    }
+}
+
 impl Sampler {
     /// A sampler.
     pub fn new(cfg: SamplerConfig) -> Sampler {
@@ -73,11 +82,16 @@ impl Sampler {
             let l: Vec<f32> = cand.iter().map(|x| x.1).collect();
             return argmax(&l) as u32;
         }
-        // Sort descending by logit, lower id first on ties.
-        cand.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal).then(a.0.cmp(&b.0)));
+        // Descending by logit, lower id first on ties (a total order: NaN ranks last, −0 as
+        // +0). With top-k, select the k first in linear time and sort only those: a full
+        // sort of a 128k vocabulary cost ~10 ms per token (`exec` on the 2B shape, 2
+        // threads: 16.4 tok/s sampled vs 20.2 greedy).
+        let cmp = |a: &(u32, f32), b: &(u32, f32)| rank_key(b.1).total_cmp(&rank_key(a.1)).then(a.0.cmp(&b.0));
         if c.top_k > 0 && c.top_k < cand.len() {
+            cand.select_nth_unstable_by(c.top_k - 1, cmp);
             cand.truncate(c.top_k);
         }
+        cand.sort_unstable_by(cmp);
         let softmax = |cand: &[(u32, f32)]| -> Vec<f64> {
             let m = cand[0].1 as f64;
             let e: Vec<f64> = cand.iter().map(|x| (x.1 as f64 - m).exp()).collect();
@@ -140,11 +154,54 @@ mod tests {
         c.top_k = 3;
         c.top_p = 1.0;
         c.min_p = 0.0;
-        let a: Vec<u32> = { let mut s = Sampler::new(c.clone()); (0..50).map(|_| s.sample(&logits, &[])).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(c.clone()); (0..50).map(|_| s.sample(&logits, &[])).collect() };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(c.clone());
+            (0..50).map(|_| s.sample(&logits, &[])).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(c.clone());
+            (0..50).map(|_| s.sample(&logits, &[])).collect()
+        };
         assert_eq!(a, b);
         // top-3 of logits 9,9,... are ids 9, 19, 29 (lowest ids among the 9s)
         assert!(a.iter().all(|&t| [9, 19, 29].contains(&t)), "{a:?}");
+    }
+
+    #[test]
+    fn top_k_selection_keeps_the_full_sorts_candidates() {
+        // Many ties, both zeros and a NaN: the k kept (and their order, hence the draws)
+        // are those of sorting everything, for every k.
+        let logits: Vec<f32> = (0..997u32)
+            .map(|i| match i % 11 {
+                0 => -0.0,
+                1 => 0.0,
+                5 if i == 5 => f32::NAN,
+                _ => ((i * 7919) % 13) as f32 - 6.0,
+            })
+            .collect();
+        for k in [1usize, 2, 3, 40, 500, 996] {
+            let mut c = cfg(0.7);
+            c.top_k = k;
+            c.top_p = 1.0;
+            c.min_p = 0.0;
+            let fast: Vec<u32> = {
+                let mut s = Sampler::new(c.clone());
+                (0..200).map(|_| s.sample(&logits, &[])).collect()
+            };
+            c.top_k = 0; // no selection: sort all, then keep the first k by hand
+            let mut full: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+            full.sort_by(|a, b| rank_key(b.1).total_cmp(&rank_key(a.1)).then(a.0.cmp(&b.0)));
+            full.truncate(k);
+            let kept: Vec<f32> = (0..logits.len())
+                .map(|i| if full.iter().any(|x| x.0 as usize == i) { logits[i] } else { f32::NEG_INFINITY })
+                .collect();
+            let slow: Vec<u32> = {
+                let mut s = Sampler::new(c.clone());
+                (0..200).map(|_| s.sample(&kept, &[])).collect()
+            };
+            assert_eq!(fast, slow, "k = {k}");
+            assert!(fast.iter().all(|&t| full.iter().any(|x| x.0 == t)), "k = {k}: a draw outside the top k");
+        }
     }
 
     #[test]
