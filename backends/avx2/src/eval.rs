@@ -442,10 +442,16 @@ fn matmul_f16(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'
     if t == 1 {
         let mut x16 = vec![0.0f32; k];
         isa.round_f16(x, &mut x16);
-        let rows = rows_per_task(m, row_bytes, DOT16_ROWS, TASKS_PER_THREAD);
+        let long = k >= DOT16_LONG_ROW;
+        let rows = rows_per_task(m, row_bytes, if long { DOT16_ROWS_LONG } else { DOT16_ROWS }, TASKS_PER_THREAD);
         o.par_chunks_mut(rows).enumerate().for_each(|(i, orow)| {
             let r0 = i * rows;
-            dot16_all::<DOT16_ROWS>(isa, &w[r0 * row_bytes..(r0 + orow.len()) * row_bytes], row_bytes, &x16, orow);
+            let wt = &w[r0 * row_bytes..(r0 + orow.len()) * row_bytes];
+            if long {
+                dot16_all::<DOT16_ROWS_LONG>(isa, wt, row_bytes, &x16, orow);
+            } else {
+                dot16_all::<DOT16_ROWS>(isa, wt, row_bytes, &x16, orow);
+            }
         });
     } else {
         let rows = rows_per_task(m, row_bytes, DOTBLAS_ROWS, TASKS_PER_THREAD);

@@ -185,10 +185,15 @@ pub(crate) mod tiles {
     pub const I2S_ROWS: usize = 2;
     /// I2_S: tokens per tile.
     pub const I2S_TOKENS: usize = 4;
-    /// F16 dot16 (one token): rows per tile. One row at a time streams the LM head best
-    /// (`bench --profile`, 2B shape, 2 threads, A/B ×4: 1 row 21.5/21.2/20.9/19.9 ms per
-    /// token, 2 rows 22.6/22.9/22.9/21.5).
-    pub const DOT16_ROWS: usize = 1;
+    /// F16 dot16 (one token): rows per tile for rows shorter than [`DOT16_LONG_ROW`].
+    /// (Tiny model, K = 256: 1 row per tile cost 20 % of its decode, tg64 ~500 → ~400.)
+    pub const DOT16_ROWS: usize = 2;
+    /// F16 dot16: rows per tile for long rows. One row at a time streams the 2B LM head
+    /// (K = 2560) best (`bench --profile`, 2 threads, A/B ×4: 1 row 21.5/21.2/20.9/19.9 ms
+    /// per token, 2 rows 22.6/22.9/22.9/21.5).
+    pub const DOT16_ROWS_LONG: usize = 1;
+    /// F16 dot16: elements from which a row counts as long.
+    pub const DOT16_LONG_ROW: usize = 1024;
     /// F16 dotblas (two or more tokens): rows per tile.
     pub const DOTBLAS_ROWS: usize = 3;
     /// F16 dotblas: tokens per tile.
@@ -242,7 +247,7 @@ impl Backend for Avx2Backend {
                 format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_{v} (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_{v}")
             }
             Op::MatMulF16 => {
-                format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
+                format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1, {DOT16_ROWS_LONG}x1 from K = {DOT16_LONG_ROW}) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
             }
             Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
             Op::MatMulQ8_0 => {
