@@ -545,7 +545,7 @@ fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<
         let r0 = i * rows;
         let n_rows = outs[0].len();
         let job = Q8Job { isa, q4, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: &a, a_row, nb, t };
-        if t == 1 {
+        if t == 1 && k >= DOT16_LONG_ROW {
             job.run::<Q8_0_ROWS_1, 1>(&mut outs);
         } else {
             job.run::<Q8_0_ROWS, Q8_0_TOKENS>(&mut outs);

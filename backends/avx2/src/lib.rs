@@ -192,7 +192,7 @@ pub(crate) mod tiles {
     /// (K = 2560) best (`bench --profile`, 2 threads, A/B ×4: 1 row 21.5/21.2/20.9/19.9 ms
     /// per token, 2 rows 22.6/22.9/22.9/21.5).
     pub const DOT16_ROWS_LONG: usize = 1;
-    /// F16 dot16: elements from which a row counts as long.
+    /// F16 dot16 and Q8_0 / Q4_0 with one token: elements from which a row counts as long.
     pub const DOT16_LONG_ROW: usize = 1024;
     /// F16 dotblas (two or more tokens): rows per tile.
     pub const DOTBLAS_ROWS: usize = 3;
@@ -200,9 +200,11 @@ pub(crate) mod tiles {
     pub const DOTBLAS_TOKENS: usize = 4;
     /// Q8_0 / Q4_0: rows per tile.
     pub const Q8_0_ROWS: usize = 4;
-    /// Q8_0 / Q4_0: rows per tile for one token (the `--lm-head q8` decode head: 2 rows
-    /// stream better than 4, `bench --lm-head q8 --profile`, 2B shape, 2 threads, A/B
-    /// ×3: 13.0/13.8/13.5 vs 15.7/15.3/14.9 ms per token).
+    /// Q8_0 / Q4_0: rows per tile for one token and long rows (K ≥ [`DOT16_LONG_ROW`]; the
+    /// `--lm-head q8` decode head: 2 rows stream better than 4, `bench --lm-head q8
+    /// --profile`, 2B shape, 2 threads, A/B ×3: 13.0/13.8/13.5 vs 15.7/15.3/14.9 ms per
+    /// token). Shorter rows keep [`Q8_0_ROWS`] (the TQ models' Q4_0 head, K = 256, lost
+    /// 10 % of its decode with 2).
     pub const Q8_0_ROWS_1: usize = 2;
     /// Q8_0 / Q4_0: tokens per tile.
     pub const Q8_0_TOKENS: usize = 2;
@@ -250,9 +252,9 @@ impl Backend for Avx2Backend {
                 format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1, {DOT16_ROWS_LONG}x1 from K = {DOT16_LONG_ROW}) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
             }
             Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
-            Op::MatMulQ8_0 => {
-                format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2")
-            }
+            Op::MatMulQ8_0 => format!(
+                "vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1, K ≥ {DOT16_LONG_ROW}) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"
+            ),
             Op::QuantizeQ8K => "quantize_row_q8_k_avx2".into(),
             Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
             Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
