@@ -87,6 +87,18 @@ pub fn read_bandwidth_gb_s() -> f64 {
     best
 }
 
+/// Prints a step profile (time per op kind, per token) of `n` tokens that took `wall`
+/// seconds; what the ops do not account for is "(outside ops)".
+fn print_profile(what: &str, wall: f64, n: usize, prof: &[(String, f64, u64)]) {
+    let in_ops: f64 = prof.iter().map(|p| p.1).sum();
+    let per_tok = |secs: f64| secs * 1e3 / n as f64;
+    eprintln!("{what} profile (last rep, {n} tokens, {:.2} ms/token):", per_tok(wall));
+    for (op, secs, calls) in prof {
+        eprintln!("  {op:<24} {:>8.2} ms/token {:>5.1}%  ({calls} calls)", per_tok(*secs), 100.0 * secs / wall);
+    }
+    eprintln!("  {:<24} {:>8.2} ms/token {:>5.1}%", "(outside ops)", per_tok(wall - in_ops), 100.0 * (wall - in_ops) / wall);
+}
+
 /// Runs `bench`.
 pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.n_prompt == 0 && a.n_gen == 0 {
@@ -114,6 +126,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     for rep in 0..=a.reps {
         if a.n_prompt > 0 {
             ex.clear_kv();
+            ex.set_profiling(a.profile && rep == a.reps);
             let t = Instant::now();
             for (i, chunk) in tokens.chunks(a.ubatch.max(1)).enumerate() {
                 let last = (i + 1) * a.ubatch.max(1) >= tokens.len();
@@ -121,6 +134,10 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
             }
             if rep > 0 {
                 pp.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+            }
+            if a.profile && rep == a.reps {
+                print_profile("prefill", t.elapsed().as_secs_f64(), a.n_prompt, &ex.profile());
+                ex.set_profiling(false);
             }
         }
         if a.n_gen > 0 {
@@ -136,14 +153,7 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
                 tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
             }
             if a.profile && rep == a.reps {
-                let wall = t.elapsed().as_secs_f64();
-                let prof = ex.profile();
-                let in_ops: f64 = prof.iter().map(|p| p.1).sum();
-                eprintln!("decode profile (last rep, {} tokens, {:.1} ms/token):", a.n_gen, wall * 1e3 / a.n_gen as f64);
-                for (op, secs, calls) in &prof {
-                    eprintln!("  {op:<24} {:>8.2} ms/token {:>5.1}%  ({} calls)", secs * 1e3 / a.n_gen as f64, 100.0 * secs / wall, calls);
-                }
-                eprintln!("  {:<24} {:>8.2} ms/token {:>5.1}%", "(outside ops)", (wall - in_ops) * 1e3 / a.n_gen as f64, 100.0 * (wall - in_ops) / wall);
+                print_profile("decode", t.elapsed().as_secs_f64(), a.n_gen, &ex.profile());
                 ex.set_profiling(false);
             }
         }
