@@ -11,7 +11,9 @@ use half::f16;
 pub struct Rng(pub u64);
 
 impl Rng {
-    /// Next 64 random bits.
+    /// Next 64 random bits. (Not an `Iterator`: the stream never ends and callers want
+    /// the bits, not an `Option`.)
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;

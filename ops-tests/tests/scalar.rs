@@ -12,7 +12,7 @@ use ops_tests::cases::{case, Rng, Tensor};
 /// Runs `n` cases of `op` on scalar and hands (case, output) to `check`.
 fn each(op: &str, n: u64, mut check: impl FnMut(&ops_tests::cases::OpCase, &Tensor)) {
     for seed in 1..=n {
-        let mut rng = Rng(seed * 0x9E37_79B9 | 1);
+        let mut rng = Rng((seed * 0x9E37_79B9) | 1);
         let c = case(op, &mut rng);
         let out = c.run(&ScalarBackend::new()).unwrap().unwrap_or_else(|e| panic!("{}: {e}", c.id)).out;
         check(&c, &out);
