@@ -613,13 +613,28 @@ fn bind_weight<'w>(name: &str, fact: &TensorFact, src: &'w dyn WeightSource) -> 
 /// Keeps a pool worker busy (so never asleep) until `done`: it runs the pool's pending jobs
 /// as they appear (the kernels' parallel loops) and spins in between. Does nothing on the
 /// thread running the step itself (`main`), which may pick this job up while it waits.
+/// After [`IDLE_SPINS`] looks without work it gives its core to the OS scheduler once
+/// (`sched_yield`): with a core per thread that returns at once, but with more threads than
+/// cores (`-t` above the core count, or a busy machine) a spinning helper must not keep
+/// the thread that runs the step off a core.
 fn keep_awake(done: &AtomicBool, main: Option<usize>) {
     if rayon::current_thread_index() == main {
         return;
     }
+    let mut idle = 0u32;
     while !done.load(Ordering::Acquire) {
-        if rayon::yield_now() != Some(rayon::Yield::Executed) {
-            std::hint::spin_loop();
+        if rayon::yield_now() == Some(rayon::Yield::Executed) {
+            idle = 0;
+        } else {
+            idle += 1;
+            if idle % IDLE_SPINS == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
     }
 }
+
+/// Empty looks for work after which a kept-awake worker yields its core once.
+const IDLE_SPINS: u32 = 64;
