@@ -494,7 +494,15 @@ fn view_of<'a>(
 fn take_buffer(pool: &mut Vec<Buffer>, dtype: DType, dims: &[usize]) -> Buffer {
     let n = alloc_len(dtype, dims);
     let want_f32 = dtype == DType::F32;
-    let pos = pool.iter().position(|b| matches!((b, want_f32), (Buffer::F32(_), true) | (Buffer::Bytes(_), false)));
+    // The smallest pooled buffer of the right kind that holds `n` without growing (so
+    // without a reallocation or zero-filling new elements), else the largest one.
+    let cap = |b: &Buffer| match (b, want_f32) {
+        (Buffer::F32(v), true) => Some(v.capacity()),
+        (Buffer::Bytes(v), false) => Some(v.capacity()),
+        _ => None,
+    };
+    let fits = pool.iter().enumerate().filter_map(|(i, b)| cap(b).filter(|&c| c >= n).map(|c| (c, i))).min();
+    let pos = fits.or_else(|| pool.iter().enumerate().filter_map(|(i, b)| cap(b).map(|c| (c, i))).max()).map(|(_, i)| i);
     let mut b =
         pos.map(|p| pool.swap_remove(p)).unwrap_or(if want_f32 { Buffer::F32(Vec::new()) } else { Buffer::Bytes(Vec::new()) });
     match &mut b {
