@@ -346,8 +346,10 @@ impl<'w> Executor<'w> {
                 for _ in 1..rayon::current_num_threads() {
                     s.spawn(move |_| keep_awake(done, main));
                 }
+                // Set even if the step panics: the scope waits for the helpers before it
+                // passes the panic on, so they must stop (else a panic becomes a hang).
+                let _stop = StopOnDrop(done);
                 res = self.run_step(tokens, pos0, n_outputs, observer, check).map(|_| ());
-                done.store(true, Ordering::Release);
             });
             res?;
             let out = self.graph.outputs()[0];
@@ -641,6 +643,15 @@ fn keep_awake(done: &AtomicBool, main: Option<usize>) {
                 std::hint::spin_loop();
             }
         }
+    }
+}
+
+/// Sets its flag when dropped, unwinding included.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 

@@ -96,3 +96,42 @@ fn cumulative_mode_handles_every_output_kind() {
     assert_eq!(r.failed(), 0, "{}", r.table());
     assert!(r.nodes.iter().any(|n| n.op == "QuantizeQ8K" && n.status == Status::Passed));
 }
+
+/// Scalar, except that RMSNorm panics (a kernel bug).
+#[derive(Debug)]
+struct PanicsInNorm;
+
+impl Backend for PanicsInNorm {
+    fn name(&self) -> &'static str {
+        "panics-in-norm"
+    }
+    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
+        ScalarBackend.supports(op, inputs)
+    }
+    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
+        ScalarBackend.kernel_name(op, inputs)
+    }
+    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> graph::Result<()> {
+        if let Op::RmsNorm { .. } = op {
+            panic!("deliberate kernel bug");
+        }
+        ScalarBackend.eval(op, inputs, out, kv)
+    }
+}
+
+#[test]
+fn a_panicking_kernel_ends_the_step_instead_of_hanging_it() {
+    // The executor keeps the other pool workers busy during a step; they must stop when
+    // the step panics, or the step never returns. Run it on a thread and give up after a
+    // generous time, so a regression fails instead of hanging the suite.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let file = open_model("tiny-i2_s.gguf");
+        let g = gguf::lower(&file).unwrap().graph;
+        let mut ex = graph::Executor::new(g, &file, Some(Arc::new(PanicsInNorm)), Arc::new(ScalarBackend), 64).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ex.forward(&[128000, 791], 0, 1).map(|l| l.len())));
+        let _ = tx.send(r.is_err());
+    });
+    let panicked = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the step hung after a kernel panic");
+    assert!(panicked, "the kernel's panic reaches the caller");
+}
