@@ -46,12 +46,22 @@ fn q8_row(k: usize, seed: &mut u64) -> Vec<u8> {
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--threads") {
-        let n: usize = args.get(i + 1).and_then(|v| v.parse().ok()).expect("--threads N");
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().expect("thread pool");
+        let Some(n) = args.get(i + 1).and_then(|v| v.parse::<usize>().ok()).filter(|&n| n > 0) else {
+            eprintln!("decode_i2s: --threads needs a positive number");
+            std::process::exit(2);
+        };
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("decode_i2s: thread pool: {e}");
+            std::process::exit(2);
+        }
         args.drain(i..i + 2);
     }
     if args.is_empty() {
         args = vec!["avx2".into(), "vnni".into(), "read".into()];
+    }
+    if let Some(bad) = args.iter().find(|a| !["avx2", "vnni", "read"].contains(&a.as_str())) {
+        eprintln!("decode_i2s: unknown variant `{bad}` (variants: avx2, vnni, read; option: --threads N)");
+        std::process::exit(2);
     }
     let Some(vnni) = Avx2Backend::new() else {
         eprintln!("no AVX2 + FMA + F16C on this CPU");
@@ -102,8 +112,7 @@ fn main() {
             let backend: &dyn Backend = match variant.as_str() {
                 "avx2" => &avx2,
                 "vnni" => &vnni,
-                "read" => &avx2,
-                other => panic!("unknown variant {other}: avx2, vnni or read"),
+                _ => &avx2, // "read" (checked above)
             };
             let read_only = variant == "read";
             let t0 = Instant::now();
