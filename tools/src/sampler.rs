@@ -26,15 +26,29 @@ pub struct Sampler {
     rng: u64,
 }
 
-/// Index of the largest value; the lowest index wins ties. NaN never wins.
+/// Index of the largest value; the lowest index wins ties (−0 and +0 tie). NaN never wins;
+/// if every value is NaN, the last index (0 for an empty slice).
+///
+/// Two passes that the compiler vectorises: the maximum of the non-NaN values lane by lane
+/// (`f32::max` ignores NaN), then the first block of 16 holding it. (The one-pass loop
+/// comparing against `logits[best]` took 0.41 ms per call on a 128k vocabulary, 1 % of a
+/// 2B decode step; `bench`, tiny model.)
 pub fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] || logits[best].is_nan() {
-            best = i;
+    const W: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; W];
+    let blocks = logits.chunks_exact(W);
+    let mut m = blocks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for b in blocks {
+        for (l, &v) in lanes.iter_mut().zip(b) {
+            *l = l.max(v);
         }
     }
-    best
+    m = lanes.iter().fold(m, |m, &v| m.max(v));
+    let block = logits.chunks(W).position(|b| b.iter().fold(false, |hit, &v| hit | (v == m)));
+    match block {
+        Some(k) => k * W + logits[k * W..].iter().position(|&v| v == m).unwrap_or(0),
+        None => logits.len().saturating_sub(1), // all NaN
+    }
 }
 
 /// The sort key of a logit: NaN as −∞ (never preferred), −0 as +0.
@@ -201,6 +215,47 @@ mod tests {
             };
             assert_eq!(fast, slow, "k = {k}");
             assert!(fast.iter().all(|&t| full.iter().any(|x| x.0 == t)), "k = {k}: a draw outside the top k");
+        }
+    }
+
+    /// The definition, one element at a time.
+    fn argmax_ref(logits: &[f32]) -> usize {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] || logits[best].is_nan() {
+                best = i;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn argmax_matches_the_one_pass_definition() {
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let special = [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, f32::INFINITY, 1.0, -1.0];
+        for n in [0usize, 1, 2, 15, 16, 17, 33, 100, 1000] {
+            for _ in 0..200 {
+                let v: Vec<f32> = (0..n)
+                    .map(|_| match next() % 8 {
+                        0 => special[(next() % special.len() as u64) as usize],
+                        _ => (next() % 7) as f32 - 3.0, // many ties
+                    })
+                    .collect();
+                assert_eq!(argmax(&v), argmax_ref(&v), "{v:?}");
+            }
+            let nan = vec![f32::NAN; n];
+            assert_eq!(argmax(&nan), argmax_ref(&nan), "all NaN, n = {n}");
+            let mut first_nan = vec![f32::NEG_INFINITY; n];
+            if n > 0 {
+                first_nan[0] = f32::NAN;
+            }
+            assert_eq!(argmax(&first_nan), argmax_ref(&first_nan), "NaN then -inf, n = {n}");
         }
     }
 
