@@ -637,7 +637,7 @@ fn keep_awake(done: &AtomicBool, main: Option<usize>) {
             idle = 0;
         } else {
             idle += 1;
-            if idle % IDLE_SPINS == 0 {
+            if idle.is_multiple_of(IDLE_SPINS) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();

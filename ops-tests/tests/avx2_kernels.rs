@@ -386,6 +386,36 @@ fn i2s_lane_wrap_cases(a: &Avx2Backend) {
     }
 }
 
+#[test]
+fn rope_bit_exact() {
+    let Some(a) = avx2() else { return };
+    let mut rng = Rng(11);
+    let mut n = 0;
+    // Head dims with and without a vector tail (n_rot/2 % 8), partial rotation, both styles,
+    // positions up to past the 2B context, both bases.
+    for hd in [2usize, 8, 16, 24, 64, 100, 128] {
+        for n_rot in [hd, hd / 2 / 2 * 2, 2] {
+            if n_rot == 0 || n_rot > hd {
+                continue;
+            }
+            for style in [graph::RopeStyle::Neox, graph::RopeStyle::Norm] {
+                for (t, h) in [(1usize, 1usize), (3, 5), (7, 20)] {
+                    let base = if n % 2 == 0 { 10000.0 } else { 500000.0 };
+                    let x: Vec<f32> = (0..t * h * hd).map(|_| rng.f32(-4.0, 4.0)).collect();
+                    let p0 = rng.below(5000) as i32;
+                    let pos: Vec<i32> = (0..t as i32).map(|i| p0 + 7 * i).collect();
+                    let op = Op::Rope { n_rot, freq_base: base, style };
+                    let id = format!("Rope({style:?},t={t},h={h},hd={hd},n_rot={n_rot},base={base},pos0={p0})");
+                    let inp = [Input::f32(&[t, h, hd], &x, 1 + n % 7), Input::i32(&[t], &pos)];
+                    check(&a, &id, &op, &inp, DType::F32, &[t, h, hd], t * h * hd);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("Rope: {n} cases bit-exact");
+}
+
 fn f16_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect()
 }
@@ -817,7 +847,9 @@ fn supports_and_kernel_names() {
     let xf = f(DType::F32, &[1, 4, 8]);
     let pos = f(DType::I32, &[1]);
     let rope = Op::Rope { n_rot: 8, freq_base: 10000.0, style: graph::RopeStyle::Neox };
-    assert!(!a.supports(&rope, &[&xf, &pos]), "Rope stays on scalar");
+    assert!(a.supports(&rope, &[&xf, &pos]));
+    assert_eq!(a.kernel_name(&rope, &[&xf, &pos]), "rope_neox_f32_avx2");
+    assert!(!a.supports(&rope, &[&xf, &f(DType::F32, &[1])]), "positions must be i32");
     assert!(!a.supports(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]), "Embedding stays on scalar");
     assert!(!a.supports(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]), "wrong weight dtype");
     // Q4_0 heads, the Q8_K quantizer and the TQ products.

@@ -54,6 +54,7 @@ pub(crate) fn eval(
         Op::MatMulF16 => matmul_f16(isa, op, inputs, out),
         Op::MatMulQ8_0 => matmul_q8_0(isa, op, inputs, out),
         Op::QuantizeQ8K => quantize_q8_k(isa, op, inputs, out),
+        Op::Rope { n_rot, freq_base, style } => rope(isa, op, inputs, out, *n_rot, *freq_base, *style),
         Op::MatMulTQ => matmul_tq(isa, op, inputs, out),
         Op::Attention { n_head, n_head_kv, head_dim, scale, .. } => {
             let kv = kv.ok_or_else(|| fail(op, "no KV cache"))?;
@@ -127,6 +128,30 @@ fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>>
         }
     }
     tasks
+}
+
+/// RoPE over `[T, H, hd]`: tokens in parallel, one position each.
+fn rope(
+    isa: Isa,
+    op: &Op,
+    inputs: &[TensorRef<'_>],
+    out: &mut TensorMut<'_>,
+    n_rot: usize,
+    freq_base: f32,
+    style: graph::RopeStyle,
+) -> Result<()> {
+    let (x, pos) = (inputs[0].f32()?, inputs[1].i32()?);
+    let o = out.f32()?;
+    let [t, h, hd] = *inputs[0].dims else {
+        return Err(fail(op, format!("input dims {:?}, expected [T, H, head_dim]", inputs[0].dims)));
+    };
+    if pos.len() != t || x.len() != t * h * hd || o.len() != x.len() || n_rot > hd || !n_rot.is_multiple_of(2) || hd == 0 {
+        return Err(fail(op, format!("x {:?}, {} positions, output of {}, n_rot {n_rot}", inputs[0].dims, pos.len(), o.len())));
+    }
+    o.copy_from_slice(x);
+    let neox = style == graph::RopeStyle::Neox;
+    o.par_chunks_mut(h * hd).zip(pos.par_iter()).for_each(|(row, &p)| isa.rope_token(row, hd, n_rot, p, freq_base, neox));
+    Ok(())
 }
 
 fn rms_norm(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, eps: f32) -> Result<()> {

@@ -14,9 +14,8 @@
 //!
 //! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
 //! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0 (Q8_0 and Q4_0 weights), QuantizeQ8K,
-//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Add, Mul, Relu, Sqr, Silu, Reshape,
-//! SelectOutputs. Embedding, Rope (libm `sinf`/`cosf`) and every other op (Scale) stay on
-//! scalar.
+//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Rope, Add, Mul, Relu, Sqr, Silu, Reshape,
+//! SelectOutputs. Embedding and every other op (Scale) stay on scalar.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -97,11 +96,12 @@ pub fn disabled_by_env() -> bool {
 /// | QuantizeQ8K | `quantize_row_q8_k_avx2` | bit-exact (first-max sign, ties to even, non-finite scales) |
 /// | MatMulTQ | `vec_dot_tq2_0_q8_k_avx2` / `vec_dot_tq1_0_q8_k_avx2`, one row × ≤ 4 tokens | bit-exact (exact integer lanes, mul then add, no fma) |
 /// | Attention | f16 KV store, dot16 scores, `softmax_f32_avx2`, dot16 / dotblas values | bit-exact |
+/// | Rope | `rope_neox_f32_avx2` / `rope_norm_f32_avx2`: the scalar's angles (same libm calls), 8 NeoX pairs per vector, tokens in parallel | bit-exact (mul, then fma, as the scalar) |
 /// | Add, Mul, Relu, Sqr, Silu | `{op}_f32_avx2` | bit-exact |
 /// | Reshape, SelectOutputs | copies | exact |
 ///
-/// Other ops and dtypes (Embedding, Rope, Scale) are not supported: the executor runs
-/// them on scalar.
+/// Other ops and dtypes (Embedding, Scale) are not supported: the executor runs them on
+/// scalar.
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2Backend {
     #[cfg(target_arch = "x86_64")]
@@ -233,7 +233,8 @@ impl Backend for Avx2Backend {
             Op::QuantizeQ8K => d == [F32] && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
             Op::MatMulTQ => (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
             Op::Attention { .. } => d == [F32, F32, F32, I32],
-            // Embedding, Rope (libm sin/cos), sources, and any op added later: scalar.
+            Op::Rope { .. } => d == [F32, I32],
+            // Embedding, sources, and any op added later: scalar.
             _ => false,
         }
     }
@@ -259,6 +260,8 @@ impl Backend for Avx2Backend {
             Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
             Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
             Op::Attention { .. } => "attn_f16kv_avx2".into(),
+            Op::Rope { style: graph::RopeStyle::Neox, .. } => "rope_neox_f32_avx2".into(),
+            Op::Rope { style: graph::RopeStyle::Norm, .. } => "rope_norm_f32_avx2".into(),
             other => format!("{}_f32_avx2", other.name().to_lowercase()),
         }
     }

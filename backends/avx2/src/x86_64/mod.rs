@@ -31,6 +31,7 @@ pub(crate) mod q4_0;
 pub(crate) mod q8_0;
 pub(crate) mod q8_k;
 pub(crate) mod quant;
+pub(crate) mod rope;
 pub(crate) mod softmax;
 pub(crate) mod tq;
 
