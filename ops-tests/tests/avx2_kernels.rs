@@ -399,7 +399,7 @@ fn rope_bit_exact() {
                 continue;
             }
             for style in [graph::RopeStyle::Neox, graph::RopeStyle::Norm] {
-                for (t, h) in [(1usize, 1usize), (3, 5), (7, 20)] {
+                for (t, h) in [(1usize, 1usize), (3, 5), (7, 20), (2, 0)] {
                     let base = if n % 2 == 0 { 10000.0 } else { 500000.0 };
                     let x: Vec<f32> = (0..t * h * hd).map(|_| rng.f32(-4.0, 4.0)).collect();
                     let p0 = rng.below(5000) as i32;

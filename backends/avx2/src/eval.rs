@@ -149,6 +149,9 @@ fn rope(
         return Err(fail(op, format!("x {:?}, {} positions, output of {}, n_rot {n_rot}", inputs[0].dims, pos.len(), o.len())));
     }
     o.copy_from_slice(x);
+    if h == 0 {
+        return Ok(()); // no heads: nothing to rotate (and no zero-sized chunks)
+    }
     let neox = style == graph::RopeStyle::Neox;
     o.par_chunks_mut(h * hd).zip(pos.par_iter()).for_each(|(row, &p)| isa.rope_token(row, hd, n_rot, p, freq_base, neox));
     Ok(())

@@ -197,6 +197,9 @@ impl Backend for ScalarBackend {
                 let (h, hd) = (inputs[0].dims[1], inputs[0].dims[2]);
                 let o = out.f32()?;
                 o.copy_from_slice(x);
+                if h * hd == 0 {
+                    return Ok(()); // nothing to rotate (and no zero-sized chunks)
+                }
                 // o: [T, H, hd]; tokens are independent (parallel over tokens, same bits).
                 o.par_chunks_mut(h * hd).zip(pos.par_iter()).for_each(|(row, &p)| {
                     k::rope_f32(row, h, hd, *n_rot, p, *freq_base, *style);
