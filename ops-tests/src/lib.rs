@@ -77,6 +77,7 @@ pub fn greedy(ex: &mut Executor<'_>, last: &[f32], pos0: usize, n: usize) -> (Ve
 
 pub mod bitexact;
 pub mod cases;
+pub mod dump;
 pub mod parity;
 
 /// Runs one generated case of `op` (from `seed`) on `candidate` and on the scalar reference,

@@ -27,6 +27,7 @@ use gguf::{GgufFile, Value};
 use graph::RopeStyle;
 use half::f16;
 use ops_tests::bitexact::{par_fill, BitReport};
+use ops_tests::dump::{read_index, DumpNode as Node};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -96,16 +97,6 @@ impl Model {
     }
 }
 
-/// One dumped graph node.
-struct Node {
-    idx: usize,
-    name: String,
-    op: String,
-    src0: Option<String>,
-    src1: Option<String>,
-    file: PathBuf,
-}
-
 /// One forward pass of the reference: its nodes (in execution order) and token positions.
 struct Pass {
     label: String,
@@ -130,20 +121,6 @@ impl Pass {
     }
 }
 
-impl Node {
-    fn load(&self) -> (Vec<usize>, Vec<f32>) {
-        let a = gguf::npy::read_f32(&self.file).unwrap_or_else(|e| panic!("{}: {e}", self.file.display()));
-        (a.shape, a.data)
-    }
-
-    fn data(&self) -> Vec<f32> {
-        self.load().1
-    }
-
-    fn label(&self) -> String {
-        format!("{} ({} #{})", self.name, self.op, self.idx)
-    }
-}
 
 fn models() -> &'static [Model] {
     static MODELS: OnceLock<Vec<Model>> = OnceLock::new();
@@ -163,28 +140,7 @@ fn read_dump(
     per_pass: Option<usize>,
     positions: &dyn Fn(usize) -> Vec<i32>,
 ) -> Vec<Pass> {
-    let text = std::fs::read_to_string(dir.join("index.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let index: serde_json::Value = serde_json::from_str(&text).expect("index.json");
-    let entries = index["tensors"].as_array().expect("tensors");
-    let nodes: Vec<Node> = entries
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().map(str::to_owned);
-            let file = match (e["file"].as_str(), e["same_as"].as_str()) {
-                (Some(f), _) => dir.join(f),
-                (None, Some(f)) => dir.join(f),
-                _ => PathBuf::new(),
-            };
-            Node {
-                idx: e["idx"].as_u64().expect("idx") as usize,
-                name: s("name").expect("name"),
-                op: s("op").expect("op"),
-                src0: s("src0"),
-                src1: s("src1"),
-                file,
-            }
-        })
-        .collect();
+    let nodes = read_index(dir);
     let per_pass = per_pass.unwrap_or(nodes.len());
     assert_eq!(nodes.len() % per_pass, 0, "{}: node count", dir.display());
     let n_pass = nodes.len() / per_pass;

@@ -18,12 +18,13 @@
 //! `cargo test --release -p ops-tests --test reference_kernels_tq -- --nocapture`
 //! to see one line per checked node.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use backend_scalar::kernels as k;
 use gguf::GgufFile;
 use ops_tests::bitexact::{par_fill, BitReport};
+use ops_tests::dump::{read_index, DumpNode as Node};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
@@ -59,31 +60,6 @@ fn tensor<'a>(file: &'a GgufFile, name: &str) -> (&'a gguf::TensorInfo, &'a [u8]
     (info, file.tensor_data(info))
 }
 
-/// One dumped graph node.
-struct Node {
-    idx: usize,
-    name: String,
-    op: String,
-    src0: Option<String>,
-    src1: Option<String>,
-    file: PathBuf,
-}
-
-impl Node {
-    fn load(&self) -> (Vec<usize>, Vec<f32>) {
-        let a = gguf::npy::read_f32(&self.file).unwrap_or_else(|e| panic!("{}: {e}", self.file.display()));
-        (a.shape, a.data)
-    }
-
-    fn data(&self) -> Vec<f32> {
-        self.load().1
-    }
-
-    fn label(&self) -> String {
-        format!("{} ({} #{})", self.name, self.op, self.idx)
-    }
-}
-
 /// The nodes of `reference/b158-spm-tq2_0/tensors/index.json`, in execution order.
 fn nodes() -> &'static [Node] {
     static NODES: OnceLock<Vec<Node>> = OnceLock::new();
@@ -91,32 +67,6 @@ fn nodes() -> &'static [Node] {
         let dir = PathBuf::from(format!("{SHARED}/reference/{TQ2}/tensors"));
         read_index(&dir)
     })
-}
-
-fn read_index(dir: &Path) -> Vec<Node> {
-    let text = std::fs::read_to_string(dir.join("index.json")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
-    let index: serde_json::Value = serde_json::from_str(&text).expect("index.json");
-    index["tensors"]
-        .as_array()
-        .expect("tensors")
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().map(str::to_owned);
-            let file = match (e["file"].as_str(), e["same_as"].as_str()) {
-                (Some(f), _) => dir.join(f),
-                (None, Some(f)) => dir.join(f),
-                _ => PathBuf::new(),
-            };
-            Node {
-                idx: e["idx"].as_u64().expect("idx") as usize,
-                name: s("name").expect("name"),
-                op: s("op").expect("op"),
-                src0: s("src0"),
-                src1: s("src1"),
-                file,
-            }
-        })
-        .collect()
 }
 
 /// The latest node before position `before` called `name`.
