@@ -388,7 +388,6 @@ fn dot16_all<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], o
     }
 }
 
-/// One dotblas product: the task's weight rows and all activation rows.
 /// A job over an output tile grid: `rows` computes row tile `r` (R rows) for every token;
 /// `run` walks the job's rows in tiles of R and finishes the remainder one row at a time.
 trait RowTiles {
@@ -408,6 +407,7 @@ trait RowTiles {
     }
 }
 
+/// One dotblas product: the task's weight rows and all activation rows.
 struct BlasJob<'a> {
     isa: Isa,
     w: &'a [u8],
