@@ -5,16 +5,17 @@
 //!
 //! Per block and row: the 16 nibble bytes become 32 bytes (`bytes_from_nibbles_32`: low
 //! nibbles of bytes 0..15 are elements 0..15, high nibbles elements 16..31), minus 8
-//! (`x` in −8..7). Then, as in the scalar's spelled-out pairs: `|x|` (`abs_epi8`) times
-//! `sign(q, x)` (`sign_epi8`: −(−128) wraps) with `maddubs` (i16 pairs, saturating) and
-//! `madd(·, 1)` gives i32 lane `L` = the scalar's `S` of elements `4L .. 4L+3`;
-//! `acc[L] = fma(D, f32(S), acc[L])` with `D = f32(d_w)·f32(d_a)`; the final reduction is
-//! the scalar's `(r0 + r2) + (r1 + r3)` on the stored lanes.
+//! (`x` in −8..7). The rest is the Q8_0 head's tile body (`q8_0::block_dots_body`, which
+//! takes the weight format as a parameter): `|x|` (`abs_epi8`) times `sign(q, x)`
+//! (`sign_epi8`) with `maddubs` + `madd(·, 1)` gives i32 lane `L` = the scalar's `S` of
+//! elements `4L .. 4L+3`; `acc[L] = fma(D, f32(S), acc[L])` with `D = f32(d_w)·f32(d_a)`
+//! (formed eight blocks at a time, exactly); the final reduction is the scalar's
+//! `(r0 + r2) + (r1 + r3)` on the stored lanes.
 
 use std::arch::x86_64::*;
 
-use super::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
-use super::{lanes, load_f16x1, Isa};
+use super::q8_0::{block_dots_body, WeightBlocks, BLOCK_BYTES as Q8_0_BLOCK_BYTES};
+use super::Isa;
 
 /// Bytes per Q4_0 block (f16 scale + 16 nibble bytes).
 pub(crate) const BLOCK_BYTES: usize = 18;
@@ -62,60 +63,24 @@ unsafe fn q4_0_dots_entry<const R: usize, const N: usize>(
     nb: usize,
 ) -> [[f32; N]; R] {
     // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { q4_0_dots_body::<R, N>(w, row_bytes, a, a_stride, nb) }
+    unsafe { block_dots_body::<Q4_0Blocks, R, N>(w, row_bytes, a, a_stride, nb) }
 }
 
-/// Body of [`Isa::q4_0_dots`].
-///
-/// # Safety
-/// As [`q4_0_dots_entry`].
-#[inline(always)]
-unsafe fn q4_0_dots_body<const R: usize, const N: usize>(
-    w: *const u8,
-    row_bytes: usize,
-    a: *const u8,
-    a_stride: usize,
-    nb: usize,
-) -> [[f32; N]; R] {
-    // SAFETY: the caller guarantees the features and that block `b < nb` of every row
-    // (bytes `18b .. 18b+18`) and every activation (bytes `34b .. 34b+34`) is readable
-    // (unaligned loads: the f16 scale at +0, 16 nibble bytes at +2, 32 activations at +2).
-    unsafe {
-        let ones = _mm256_set1_epi16(1);
-        let low4 = _mm256_set1_epi8(15);
-        let eight = _mm256_set1_epi8(8);
-        let mut acc = [[_mm256_setzero_ps(); N]; R];
-        for b in 0..nb {
-            let mut qa = [_mm256_setzero_si256(); N];
-            let mut da = [0.0f32; N];
-            for n in 0..N {
-                let ab = a.add(n * a_stride + Q8_0_BLOCK_BYTES * b);
-                da[n] = load_f16x1(ab);
-                qa[n] = _mm256_loadu_si256(ab.add(2).cast::<__m256i>());
-            }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wb = w.add(r * row_bytes + BLOCK_BYTES * b);
-                let dw = load_f16x1(wb);
-                let nib = _mm_loadu_si128(wb.add(2).cast::<__m128i>());
-                let bytes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib), low4);
-                let x = _mm256_sub_epi8(bytes, eight);
-                let ax = _mm256_abs_epi8(x);
-                for n in 0..N {
-                    let sy = _mm256_sign_epi8(qa[n], x);
-                    let s = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), ones);
-                    let d: f32 = dw * da[n];
-                    acc_r[n] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(s), acc_r[n]);
-                }
-            }
+/// Q4_0 weights: 16 nibble bytes after the scale (`bytes_from_nibbles_32`: low nibbles of
+/// bytes 0..15 are elements 0..15, high nibbles elements 16..31), minus 8.
+pub(crate) struct Q4_0Blocks;
+
+impl WeightBlocks for Q4_0Blocks {
+    const BYTES: usize = BLOCK_BYTES;
+
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees AVX2 and the 18 readable bytes (unaligned load of
+        // the 16 nibble bytes at +2).
+        unsafe {
+            let nib = _mm_loadu_si128(p.add(2).cast::<__m128i>());
+            let bytes = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(nib), nib), _mm256_set1_epi8(15));
+            _mm256_sub_epi8(bytes, _mm256_set1_epi8(8))
         }
-        let mut out = [[0.0f32; N]; R];
-        for (o_r, acc_r) in out.iter_mut().zip(&acc) {
-            for (o, v) in o_r.iter_mut().zip(acc_r) {
-                let l = lanes(*v);
-                let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-                *o = (r[0] + r[2]) + (r[1] + r[3]);
-            }
-        }
-        out
     }
 }

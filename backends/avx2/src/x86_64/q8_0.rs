@@ -119,15 +119,41 @@ unsafe fn quantize_body(x: *const f32, out: *mut u8, nb: usize) {
     }
 }
 
-/// The f16 scales of eight consecutive Q8_0 blocks starting at `p`, as f32.
+/// A weight format of the block dot products against Q8_0 activations: blocks of 32
+/// weights, each an f16 scale at byte 0 followed by its quants.
+pub(crate) trait WeightBlocks {
+    /// Bytes per block.
+    const BYTES: usize;
+
+    /// The block's 32 weights as i8 lanes, in element order.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2; the block at `p` (`BYTES` bytes) must be readable.
+    unsafe fn quants(p: *const u8) -> __m256i;
+}
+
+/// Q8_0 weights: 32 × i8 after the scale.
+pub(crate) struct Q8_0Blocks;
+
+impl WeightBlocks for Q8_0Blocks {
+    const BYTES: usize = BLOCK_BYTES;
+
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees AVX2 and the 34 readable bytes (unaligned load).
+        unsafe { _mm256_loadu_si256(p.add(2).cast::<__m256i>()) }
+    }
+}
+
+/// The f16 scales of eight consecutive blocks of `stride` bytes starting at `p`, as f32.
 ///
 /// # Safety
-/// F16C must be available and bytes `p + 34·j .. +2` readable for `j < 8`.
+/// F16C must be available and bytes `p + stride·j .. +2` readable for `j < 8`.
 #[inline(always)]
-unsafe fn load_f16x8_strided(p: *const u8) -> __m256 {
+unsafe fn load_f16x8_strided(p: *const u8, stride: usize) -> __m256 {
     // SAFETY: the caller guarantees F16C and the eight 2-byte reads (unaligned).
     unsafe {
-        let h = |j: usize| p.add(BLOCK_BYTES * j).cast::<i16>().read_unaligned();
+        let h = |j: usize| p.add(stride * j).cast::<i16>().read_unaligned();
         _mm256_cvtph_ps(_mm_setr_epi16(h(0), h(1), h(2), h(3), h(4), h(5), h(6), h(7)))
     }
 }
@@ -146,23 +172,26 @@ unsafe fn q8_0_dots_entry<const R: usize, const N: usize>(
     nb: usize,
 ) -> [[f32; N]; R] {
     // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { q8_0_dots_body::<R, N>(w, row_bytes, a, a_stride, nb) }
+    unsafe { block_dots_body::<Q8_0Blocks, R, N>(w, row_bytes, a, a_stride, nb) }
 }
 
-/// Body of [`Isa::q8_0_dots`].
+/// Body of [`Isa::q8_0_dots`] and of `Isa::q4_0_dots` (weights of format `W`, see the
+/// module docs for the arithmetic).
 ///
 /// # Safety
-/// As [`q8_0_dots_entry`].
+/// The CPU must support AVX2, FMA and F16C; block `b < nb` of every weight row
+/// (`w + r·row_bytes + W::BYTES·b`, `r < R`) and of every activation (`a + n·a_stride +
+/// 34·b`, `n < N`) must be readable.
 #[inline(always)]
-unsafe fn q8_0_dots_body<const R: usize, const N: usize>(
+pub(crate) unsafe fn block_dots_body<W: WeightBlocks, const R: usize, const N: usize>(
     w: *const u8,
     row_bytes: usize,
     a: *const u8,
     a_stride: usize,
     nb: usize,
 ) -> [[f32; N]; R] {
-    // SAFETY: the caller guarantees the features and that block `b < nb` (bytes
-    // `34b .. 34b+34`) of every row and activation is readable (unaligned loads).
+    // SAFETY: the caller guarantees the features and that block `b < nb` of every row
+    // (`W::BYTES` bytes) and activation (34 bytes) is readable (unaligned loads).
     unsafe {
         let ones = _mm256_set1_epi16(1);
         let mut acc = [[_mm256_setzero_ps(); N]; R];
@@ -175,32 +204,31 @@ unsafe fn q8_0_dots_body<const R: usize, const N: usize>(
         while b + 8 <= nb {
             let mut dav = [_mm256_setzero_ps(); N];
             for (n, d) in dav.iter_mut().enumerate() {
-                *d = load_f16x8_strided(a.add(n * a_stride + BLOCK_BYTES * b));
+                *d = load_f16x8_strided(a.add(n * a_stride + BLOCK_BYTES * b), BLOCK_BYTES);
             }
             if N == 1 {
                 // One token streams the weights once (the LM head): prefetch these 8 blocks
-                // (272 bytes, five lines) of the next tile's rows into L1 and of the tile
-                // after three more into L2. Hints only, never dereferenced. (`bench --lm-head
-                // q8 --profile`, 2B shape, 2 threads, A/B ×3: 23.5 → 14.2 ms/token.)
+                // (Q8_0: 272 bytes, five lines) of the next tile's rows into L1 and of the
+                // tile after three more into L2. Hints only, never dereferenced. (`bench
+                // --lm-head q8 --profile`, 2B shape, 2 threads, A/B ×3: 23.5 → 14.2 ms/token.)
                 for r in 0..R {
-                    for line in 0..5 {
-                        let near = w.wrapping_add((R + r) * row_bytes + BLOCK_BYTES * b + 64 * line);
+                    for line in 0..(8 * W::BYTES).div_ceil(64) {
+                        let near = w.wrapping_add((R + r) * row_bytes + W::BYTES * b + 64 * line);
                         _mm_prefetch::<_MM_HINT_T0>(near.cast::<i8>());
-                        let far = w.wrapping_add((4 * R + r) * row_bytes + BLOCK_BYTES * b + 64 * line);
+                        let far = w.wrapping_add((4 * R + r) * row_bytes + W::BYTES * b + 64 * line);
                         _mm_prefetch::<_MM_HINT_T1>(far.cast::<i8>());
                     }
                 }
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wr = w.add(r * row_bytes + BLOCK_BYTES * b);
-                let dwv = load_f16x8_strided(wr);
+                let wr = w.add(r * row_bytes + W::BYTES * b);
+                let dwv = load_f16x8_strided(wr, W::BYTES);
                 let mut dprod = [_mm256_setzero_ps(); N];
                 for n in 0..N {
                     dprod[n] = _mm256_mul_ps(dwv, dav[n]);
                 }
                 for j in 0..8 {
-                    let wb = wr.add(BLOCK_BYTES * j);
-                    let qw = _mm256_loadu_si256(wb.add(2).cast::<__m256i>());
+                    let qw = W::quants(wr.add(W::BYTES * j));
                     let ax = _mm256_abs_epi8(qw);
                     let lane = _mm256_set1_epi32(j as i32);
                     for n in 0..N {
@@ -224,9 +252,9 @@ unsafe fn q8_0_dots_body<const R: usize, const N: usize>(
                 qa[n] = _mm256_loadu_si256(ab.add(2).cast::<__m256i>());
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let wb = w.add(r * row_bytes + BLOCK_BYTES * b);
+                let wb = w.add(r * row_bytes + W::BYTES * b);
                 let dw = load_f16x1(wb);
-                let qw = _mm256_loadu_si256(wb.add(2).cast::<__m256i>());
+                let qw = W::quants(wb);
                 let ax = _mm256_abs_epi8(qw);
                 for n in 0..N {
                     let sy = _mm256_sign_epi8(qa[n], qw);
