@@ -80,22 +80,23 @@ impl Sampler {
     /// Picks the next token from `logits` given the tokens so far (`history`).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.cfg;
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        // The logits after the repetition penalty; greedy decoding needs nothing more.
+        let mut l = logits.to_vec();
         if c.repeat_penalty != 1.0 && c.repeat_last_n > 0 {
             let start = history.len().saturating_sub(c.repeat_last_n);
             let mut seen = std::collections::HashSet::new();
             for &t in &history[start..] {
                 if seen.insert(t) {
-                    if let Some(x) = cand.get_mut(t as usize) {
-                        x.1 = if x.1 <= 0.0 { x.1 * c.repeat_penalty } else { x.1 / c.repeat_penalty };
+                    if let Some(x) = l.get_mut(t as usize) {
+                        *x = if *x <= 0.0 { *x * c.repeat_penalty } else { *x / c.repeat_penalty };
                     }
                 }
             }
         }
         if c.temperature <= 0.0 {
-            let l: Vec<f32> = cand.iter().map(|x| x.1).collect();
             return argmax(&l) as u32;
         }
+        let mut cand: Vec<(u32, f32)> = l.into_iter().enumerate().map(|(i, v)| (i as u32, v)).collect();
         // Descending by logit, lower id first on ties (a total order: NaN ranks last, −0 as
         // +0). With top-k, select the k first in linear time and sort only those: a full
         // sort of a 128k vocabulary cost ~10 ms per token (`exec` on the 2B shape, 2
