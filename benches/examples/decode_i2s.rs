@@ -1,6 +1,6 @@
 //! The I2_S matmuls of one 2B-4T decode step, alone: 30 layers × 7 matrices (0.52 GB of
 //! random codes) in one huge-page-advised arena, as the executor holds them, each run
-//! through `Backend::eval` with one token on the global thread pool, workers kept awake as
+//! through its planned kernel with one token on the global thread pool, workers kept awake as
 //! the executor keeps them. Variants, measured alternately in one process (the machine is
 //! noisy, so compare within a run):
 //!
@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use backend_avx2::Avx2Backend;
 use graph::backend::{q8tok_row_bytes, Data, DataMut, TensorMut, TensorRef};
-use graph::{Backend, DType, Op};
+use graph::rng::Rng;
+use graph::{Backend, DType, Dim, Op, Shape, TensorFact};
 use rayon::prelude::*;
 
 /// The 2B-4T layer: (rows, columns) of attn_q, attn_k, attn_v, attn_output, ffn_gate,
@@ -28,12 +29,8 @@ const LAYERS: usize = 30;
 const REPS: usize = 12;
 
 /// A q8_tok row as QuantizeI8 writes it, from bell-shaped values (see `benches::i2s`).
-fn q8_row(k: usize, seed: &mut u64) -> Vec<u8> {
-    let mut next = || {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        ((*seed >> 33) % 1000) as f32 / 1000.0
-    };
-    let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| next()).sum::<f32>() - 2.0).collect();
+fn q8_row(k: usize, rng: &mut Rng) -> Vec<u8> {
+    let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| rng.f32(0.0, 1.0)).sum::<f32>() - 2.0).collect();
     let amax = h.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
     let q: Vec<i8> = h.iter().map(|&v| (v * 127.0 / amax).round() as i8).collect();
     let mut x: Vec<u8> = q.iter().map(|&v| v as u8).collect();
@@ -83,18 +80,24 @@ fn main() {
     }
     let mut arena = memmap2::MmapMut::map_anon(total).expect("anonymous mapping");
     let _ = arena.advise(memmap2::Advice::HugePage);
-    let mut seed = 1u64;
+    let mut rng = Rng::new(1);
     for &(o, m, k) in &offs {
         let n = m * k / 4;
         for b in &mut arena[o..o + n] {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let r = (seed >> 33) as u32;
+            let r = rng.below(81) as u32;
             *b = ((r % 3) | ((r / 3 % 3) << 2) | ((r / 9 % 3) << 4) | ((r / 27 % 3) << 6)) as u8;
         }
         arena[o + n..o + n + 4].copy_from_slice(&0.02f32.to_le_bytes());
     }
-    let x2560 = q8_row(2560, &mut seed);
-    let x6912 = q8_row(6912, &mut seed);
+    let x2560 = q8_row(2560, &mut rng);
+    let x6912 = q8_row(6912, &mut rng);
+    // The kernel each backend plans for the two activation widths.
+    let fact = |d: DType, dims: [usize; 2]| TensorFact::new(d, Shape::new(dims.map(Dim::Fixed)));
+    let plan = |b: &dyn Backend, k: usize| {
+        b.plan(&Op::MatMulI2S, &[&fact(DType::I2S, [8, k]), &fact(DType::Q8Tok, [1, k])]).expect("I2_S kernel")
+    };
+    let kernels = |b: &dyn Backend| (plan(b, 2560), plan(b, 6912));
+    let (avx2_k, vnni_k) = (kernels(&avx2), kernels(&vnni));
     let bytes: usize = offs.iter().map(|&(_, m, k)| m * k / 4).sum();
     println!(
         "{} I2_S matrices, {:.3} GB, {} threads, {REPS} reps (median of the last {})",
@@ -109,10 +112,9 @@ fn main() {
     let mut sums = vec![0f64; args.len()];
     for rep in 0..REPS {
         for (vi, variant) in args.iter().enumerate() {
-            let backend: &dyn Backend = match variant.as_str() {
-                "avx2" => &avx2,
-                "vnni" => &vnni,
-                _ => &avx2, // "read" (checked above)
+            let kernels = match variant.as_str() {
+                "vnni" => &vnni_k,
+                _ => &avx2_k, // "avx2", "read" (checked above)
             };
             let read_only = variant == "read";
             let t0 = Instant::now();
@@ -158,7 +160,8 @@ fn main() {
                         TensorRef { dtype: DType::Q8Tok, dims: &xd, data: Data::Bytes(x) },
                     ];
                     let mut o = TensorMut { dtype: DType::F32, dims: &od, data: DataMut::F32(&mut out[..m]) };
-                    backend.eval(&Op::MatMulI2S, &inputs, &mut o, None).expect("I2_S matmul");
+                    let kernel = if k == 2560 { &kernels.0 } else { &kernels.1 };
+                    kernel.run(&inputs, &mut o, None).expect("I2_S matmul");
                     if rep == 0 {
                         sums[vi] += out[..m].iter().map(|&f| f64::from(f)).sum::<f64>();
                     }

@@ -1,54 +1,38 @@
-//! Inputs for the criterion benches: tensors at the 2B-4T shapes and a one-call runner
-//! over `Backend::eval`, so every backend is measured through the same interface.
+//! Inputs for the criterion benches: op cases at the 2B-4T shapes, built with the op tests'
+//! one tensor harness ([`ops_tests::cases`]) and the project's one PRNG, and run through
+//! each backend's planned kernel, so every backend is measured through the same interface.
 #![deny(missing_docs)]
 
-use graph::backend::{q8tok_row_bytes, Data, DataMut, KvLayer, TensorMut, TensorRef};
-use graph::{Backend, DType, Op};
+use std::sync::Arc;
+
+use graph::backend::{q8tok_row_bytes, DataMut, KvLayer, TensorMut, TensorRef};
+use graph::rng::Rng;
+use graph::{Backend, DType, Kernel, Op, TensorFact};
 use half::f16;
+pub use ops_tests::cases::{OpCase, Tensor};
 
-/// One input tensor: dtype, dims and its data (bytes, f32 or i32 by dtype).
-pub struct Input(pub DType, pub Vec<usize>, pub Vec<u8>, pub Vec<f32>, pub Vec<i32>);
-
-/// A prepared op call: inputs, output size, optional KV cache.
+/// A prepared op call with what it moves and computes.
 pub struct Call {
-    /// The op.
-    pub op: Op,
-    /// Inputs in the op's order.
-    pub inputs: Vec<Input>,
-    /// Output dims (f32 output).
-    pub out_dims: Vec<usize>,
-    /// KV cache (k, v, stride).
-    pub kv: Option<(Vec<f16>, Vec<f16>, usize)>,
+    /// The op and its inputs.
+    pub case: OpCase,
     /// Bytes of weights read per call (for GB/s).
     pub weight_bytes: u64,
     /// Multiply-accumulates per call (for GOPS).
     pub macs: u64,
 }
 
-fn lcg(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    *seed >> 33
-}
-
 /// I2_S matmul `[m, k]` × `t` tokens of q8_tok activations.
 pub fn i2s(m: usize, k: usize, t: usize) -> Call {
-    let mut s = 7u64;
-    let mut w: Vec<u8> = (0..m * k / 4).map(|_| {
-        let mut b = 0u8;
-        for _ in 0..4 {
-            b = (b << 2) | (lcg(&mut s) % 3) as u8;
-        }
-        b
-    }).collect();
-    w.extend_from_slice(&0.02f32.to_le_bytes());
-    w.extend_from_slice(&[0u8; 28]);
+    let mut rng = Rng::new(7);
+    let codes: Vec<u8> = (0..m * k).map(|_| rng.below(3) as u8).collect();
+    let w = graph::quant::pack_i2s(&codes, 0.02, &[0; 28]);
     let mut x = Vec::with_capacity(t * q8tok_row_bytes(k));
     for _ in 0..t {
         // As QuantizeI8 makes them from a hidden state: bell-shaped values (a sum of four
         // uniforms) scaled so that the largest magnitude is 127. (Uniform i8 over the whole
         // range would be no activation's distribution, and would keep the AVX-VNNI kernels
         // out: its lanes could wrap.)
-        let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| (lcg(&mut s) % 1000) as f32 / 1000.0).sum::<f32>() - 2.0).collect();
+        let h: Vec<f32> = (0..k).map(|_| (0..4).map(|_| rng.f32(0.0, 1.0)).sum::<f32>() - 2.0).collect();
         let amax = h.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
         let q: Vec<i8> = h.iter().map(|&v| (v * 127.0 / amax).round() as i8).collect();
         let sum: i32 = q.iter().map(|&v| v as i32).sum();
@@ -57,81 +41,110 @@ pub fn i2s(m: usize, k: usize, t: usize) -> Call {
         x.extend(sum.to_le_bytes());
     }
     Call {
-        op: Op::MatMulI2S,
-        inputs: vec![Input(DType::I2S, vec![m, k], w, vec![], vec![]), Input(DType::Q8Tok, vec![t, k], x, vec![], vec![])],
-        out_dims: vec![t, m],
-        kv: None,
+        case: OpCase {
+            id: format!("MatMulI2S(m={m},k={k},t={t})"),
+            op: Op::MatMulI2S,
+            inputs: vec![Tensor::bytes(DType::I2S, &[m, k], w), Tensor::bytes(DType::Q8Tok, &[t, k], x)],
+            out: (DType::F32, vec![t, m]),
+            kv: None,
+        },
         weight_bytes: (m * k / 4) as u64,
         macs: (m * k * t) as u64,
     }
 }
 
-/// F16 matmul `[m, k]` × `t` f32 tokens (the LM head at m = 128256).
-pub fn f16_matmul(m: usize, k: usize, t: usize) -> Call {
-    let mut s = 3u64;
-    let w: Vec<u8> = (0..m * k).flat_map(|_| f16::from_f32((lcg(&mut s) % 1000) as f32 / 1e4 - 0.05).to_le_bytes()).collect();
-    let x: Vec<f32> = (0..t * k).map(|_| (lcg(&mut s) % 1000) as f32 / 500.0 - 1.0).collect();
+/// F16 matmul `[m, k]` × `t` f32 rows, each its own sequence's only row when `alone` (the LM
+/// head of `t` decoding sequences), else all of one sequence (a prompt's rows).
+pub fn f16_matmul(m: usize, k: usize, t: usize, alone: bool) -> Call {
+    let mut rng = Rng::new(3);
+    let w: Vec<u8> = (0..m * k).flat_map(|_| f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes()).collect();
+    let x: Vec<f32> = (0..t * k).map(|_| rng.f32(-1.0, 1.0)).collect();
+    let seqs: Vec<i32> = (0..t as i32).map(|i| if alone { i } else { 0 }).collect();
     Call {
-        op: Op::MatMulF16,
-        inputs: vec![Input(DType::F16, vec![m, k], w, vec![], vec![]), Input(DType::F32, vec![t, k], vec![], x, vec![])],
-        out_dims: vec![t, m],
-        kv: None,
+        case: OpCase {
+            id: format!("MatMulF16(m={m},k={k},t={t},alone={alone})"),
+            op: Op::MatMulF16,
+            inputs: vec![Tensor::bytes(DType::F16, &[m, k], w), Tensor::f32(&[t, k], x), Tensor::i32(&[t], seqs)],
+            out: (DType::F32, vec![t, m]),
+            kv: None,
+        },
         weight_bytes: (m * k * 2) as u64,
         macs: (m * k * t) as u64,
     }
 }
 
-/// One decode step of attention at `ctx` cached positions (2B-4T heads: 20/5, hd 128).
-pub fn attention(ctx: usize) -> Call {
+/// Attention over `ctx` cached positions for `t` new tokens of one sequence (2B-4T heads:
+/// 20/5, hd 128): `t = 1` is a decode step, larger `t` a prompt block.
+pub fn attention(ctx: usize, t: usize) -> Call {
     let (h, hkv, hd) = (20, 5, 128);
-    let stride = (ctx + 1).div_ceil(32) * 32;
-    let mut s = 5u64;
-    let mut r = || (lcg(&mut s) % 1000) as f32 / 500.0 - 1.0;
+    let stride = (ctx + t).div_ceil(32) * 32;
+    let mut rng = Rng::new(5);
+    let mut r = || rng.f32(-1.0, 1.0);
     let k: Vec<f16> = (0..hkv * stride * hd).map(|_| f16::from_f32(r())).collect();
     let v: Vec<f16> = (0..hkv * stride * hd).map(|_| f16::from_f32(r())).collect();
-    let q: Vec<f32> = (0..h * hd).map(|_| r()).collect();
-    let kn: Vec<f32> = (0..hkv * hd).map(|_| r()).collect();
-    let vn: Vec<f32> = (0..hkv * hd).map(|_| r()).collect();
+    let q: Vec<f32> = (0..t * h * hd).map(|_| r()).collect();
+    let kn: Vec<f32> = (0..t * hkv * hd).map(|_| r()).collect();
+    let vn: Vec<f32> = (0..t * hkv * hd).map(|_| r()).collect();
+    let keys: usize = (0..t).map(|i| ctx + i + 1).sum();
     Call {
-        op: Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() },
-        inputs: vec![
-            Input(DType::F32, vec![1, h, hd], vec![], q, vec![]),
-            Input(DType::F32, vec![1, hkv, hd], vec![], kn, vec![]),
-            Input(DType::F32, vec![1, hkv, hd], vec![], vn, vec![]),
-            Input(DType::I32, vec![1], vec![], vec![], vec![ctx as i32]),
-        ],
-        out_dims: vec![1, h * hd],
-        kv: Some((k, v, stride)),
-        weight_bytes: (2 * hkv * (ctx + 1) * hd * 2) as u64,
-        macs: (2 * h * (ctx + 1) * hd) as u64,
+        case: OpCase {
+            id: format!("Attention(ctx={ctx},t={t})"),
+            op: Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() },
+            inputs: vec![
+                Tensor::f32(&[t, h, hd], q),
+                Tensor::f32(&[t, hkv, hd], kn),
+                Tensor::f32(&[t, hkv, hd], vn),
+                Tensor::i32(&[t], (ctx..ctx + t).map(|p| p as i32).collect()),
+                Tensor::i32(&[t], vec![0; t]),
+            ],
+            out: (DType::F32, vec![t, h * hd]),
+            kv: Some((k, v, stride, 1)),
+        },
+        weight_bytes: (2 * hkv * (ctx + t) * hd * 2) as u64,
+        macs: (2 * h * hd * keys) as u64,
     }
 }
 
 impl Call {
-    /// Evaluates the call once on `backend` into `out`.
-    pub fn run(&mut self, backend: &dyn Backend, out: &mut [f32]) {
-        let inputs: Vec<TensorRef<'_>> = self
-            .inputs
-            .iter()
-            .map(|Input(dt, dims, b, f, i)| {
-                let data = match dt {
-                    DType::F32 => Data::F32(f),
-                    DType::I32 => Data::I32(i),
-                    _ => Data::Bytes(b),
-                };
-                TensorRef { dtype: *dt, dims, data }
-            })
-            .collect();
-        let mut o = TensorMut { dtype: DType::F32, dims: &self.out_dims, data: DataMut::F32(out) };
-        let r = match &mut self.kv {
-            Some((k, v, stride)) => backend.eval(&self.op, &inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *stride })),
-            None => backend.eval(&self.op, &inputs, &mut o, None),
+    /// The kernel `backend` plans for this call, if any.
+    pub fn kernel(&self, backend: &dyn Backend) -> Option<Kernel> {
+        let facts: Vec<TensorFact> =
+            self.case.inputs.iter().map(|t| TensorFact::new(t.dtype, graph::Shape::fixed(&t.dims))).collect();
+        let frefs: Vec<&TensorFact> = facts.iter().collect();
+        backend.plan(&self.case.op, &frefs)
+    }
+
+    /// Runs `kernel` once on the call's inputs into `out`.
+    pub fn run(&mut self, kernel: &Kernel, out: &mut [f32]) {
+        let inputs: Vec<TensorRef<'_>> = self.case.inputs.iter().map(Tensor::view).collect();
+        let mut o = TensorMut { dtype: DType::F32, dims: &self.case.out.1, data: DataMut::F32(out) };
+        let r = match &mut self.case.kv {
+            Some((k, v, stride, slots)) => {
+                kernel.run(&inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *stride, n_slots: *slots }))
+            }
+            None => kernel.run(&inputs, &mut o, None),
         };
         r.expect("bench call");
     }
 
     /// Output length.
     pub fn out_len(&self) -> usize {
-        self.out_dims.iter().product()
+        self.case.out.1.iter().product()
     }
+}
+
+/// The backends measured side by side, with their labels: every registered backend this CPU
+/// runs and, where the CPU has AVX-VNNI, AVX2 without its VNNI I2_S kernels.
+pub fn backends() -> Vec<(String, Arc<dyn Backend>)> {
+    let mut v: Vec<(String, Arc<dyn Backend>)> = Vec::new();
+    for e in runtime::backends::REGISTRY {
+        match (e.make)() {
+            Some(b) => v.push((e.name.to_string(), b)),
+            None => println!("SKIPPED: backend {} is not available on this machine (needs {})", e.name, e.requires),
+        }
+    }
+    if let Some(b) = backend_avx2::Avx2Backend::new().filter(|b| b.uses_vnni()) {
+        v.push(("avx2-no-vnni".into(), Arc::new(b.without_vnni())));
+    }
+    v
 }

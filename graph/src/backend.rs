@@ -96,18 +96,27 @@ impl TensorMut<'_> {
 
 /// One layer's f16 KV cache, owned by the executor and lent to [`Op::Attention`].
 ///
-/// Layouts: `k` is `[n_head_kv][n_ctx][head_dim]` (one key row per position), `v` is
-/// transposed, `[n_head_kv][head_dim][n_ctx]` (one row per channel, as ggml stores it), so
-/// both attention products read contiguous rows.
+/// The cache holds `n_slots` sequences. Layouts: `k` is `[slot][n_head_kv][n_ctx][head_dim]`
+/// (one key row per position), `v` is transposed, `[slot][n_head_kv][head_dim][n_ctx]` (one
+/// row per channel, as ggml stores it), so both attention products read contiguous rows.
 #[derive(Debug)]
 pub struct KvLayer<'a> {
-    /// Keys, `[n_head_kv][n_ctx][head_dim]`.
+    /// Keys, `[slot][n_head_kv][n_ctx][head_dim]`.
     pub k: &'a mut [f16],
-    /// Values, `[n_head_kv][head_dim][n_ctx]`.
+    /// Values, `[slot][n_head_kv][head_dim][n_ctx]`.
     pub v: &'a mut [f16],
     /// Positions per row (the context rounded up to a multiple of 32; slots past the
-    /// context stay zero).
+    /// positions a sequence has written stay zero).
     pub n_ctx: usize,
+    /// Sequences (slots) the cache holds.
+    pub n_slots: usize,
+}
+
+impl KvLayer<'_> {
+    /// Values per slot in `k` (and in `v`) for `n_head_kv` heads of `head_dim`.
+    pub fn slot_len(&self, n_head_kv: usize, head_dim: usize) -> usize {
+        n_head_kv * head_dim * self.n_ctx
+    }
 }
 
 /// Byte layout of one row of a q8_tok tensor with `k` elements: `k` i8, f32 scale, i32 sum.
@@ -115,33 +124,74 @@ pub fn q8tok_row_bytes(k: usize) -> usize {
     k + 8
 }
 
-/// A compute backend: evaluates one node at a time into an output buffer the executor owns.
+/// The run function of a [`Kernel`]: inputs in the op's argument order, the output buffer,
+/// and for [`Op::Attention`] the layer's KV cache.
+pub type KernelFn = dyn Fn(&[TensorRef<'_>], &mut TensorMut<'_>, Option<&mut KvLayer<'_>>) -> Result<()> + Send + Sync;
+
+/// What a backend plans for one node: the kernel's name and the function that runs it.
+///
+/// The name is the one `dump` and `check` show, and it is carried with the function that
+/// runs, so what is shown is what runs, by construction. A kernel captures everything it
+/// needs from the op and the backend when it is planned (parameters, the CPU features in
+/// use); a variant chosen per call (one token or many) is part of the kernel and its name
+/// says so (`vec_dot_f16_2x1_avx2 (T=1) | vec_dot_f16_f32_3x4_avx2`).
+pub struct Kernel {
+    name: String,
+    run: Box<KernelFn>,
+}
+
+impl Kernel {
+    /// A kernel named `name` (e.g. `vec_dot_i2s_i8_ref`) that runs `run`.
+    pub fn new(
+        name: impl Into<String>,
+        run: impl Fn(&[TensorRef<'_>], &mut TensorMut<'_>, Option<&mut KvLayer<'_>>) -> Result<()> + Send + Sync + 'static,
+    ) -> Kernel {
+        Kernel { name: name.into(), run: Box::new(run) }
+    }
+
+    /// The kernel's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the kernel on one node's inputs into its output.
+    pub fn run(&self, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
+        (self.run)(inputs, out, kv)
+    }
+}
+
+impl Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// A compute backend: plans, for each node it can run, the kernel that will run it.
 ///
 /// ## Design
-/// A backend is stateless: the executor owns every buffer and the KV cache, decides the
-/// execution order, and picks for each node the preferred backend if it [`supports`] the
-/// node, else the scalar reference. So a new backend is correct from its first line: it
-/// implements any subset of ops and the rest run on scalar. A backend never allocates
-/// outputs, never sees the model file, and must give the same result for any thread count
-/// (parallelise over output rows, never split a reduction).
+/// A backend answers once per node: [`Backend::plan`] returns the [`Kernel`] (its name and
+/// its run function) or `None` when the backend does not implement the node's op on these
+/// input types. There is no separate "supports" or "kernel name" query that could disagree
+/// with what runs. The executor takes an ordered list of backends (most specialised first,
+/// the scalar reference last) and gives each node to the first that plans it, so a new
+/// backend is correct from its first line: it implements any subset of ops and the rest run
+/// on the next backend.
+///
+/// A backend is stateless between calls: the executor owns every buffer and the KV cache,
+/// decides the execution order, and never lets a kernel allocate outputs or see the model
+/// file. Kernels must give the same result for any thread count (parallelise over output
+/// rows, never split a reduction).
 ///
 /// Inputs arrive in the op's argument order (see [`Op`]); weights arrive as
 /// [`Data::Bytes`] in their file layout (F32 weights as [`Data::F32`]). The output buffer
 /// has exactly the node's resolved shape; q8_tok rows follow [`q8tok_row_bytes`].
 /// [`Op::Attention`] also receives the layer's [`KvLayer`], which it must update at the
-/// step's positions before reading it.
-///
-/// [`supports`]: Backend::supports
+/// step's (sequence, position) pairs before reading it.
 pub trait Backend: Send + Sync + Debug {
     /// Short name (`scalar`, `avx2`).
     fn name(&self) -> &'static str;
 
-    /// Whether this backend can evaluate `op` on inputs of these facts. Cheap; never panics.
-    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool;
-
-    /// The kernel that will run the node, e.g. `vec_dot_i2s_i8_ref` (shown by `dump`).
-    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String;
-
-    /// Evaluates one node.
-    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()>;
+    /// The kernel for `op` on inputs of these facts, or `None` if this backend does not
+    /// implement it. Cheap; never panics. Called once per node when a graph is planned.
+    fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel>;
 }

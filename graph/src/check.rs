@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::backend::{Backend, Data, TensorRef};
+use crate::backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef};
 use crate::error::Result;
-use crate::exec::{Executor, WeightSource};
+use crate::exec::{ExecConfig, Executor, StepHook, WeightSource};
 use crate::graph::{Graph, Node, NodeId};
 use crate::op::{Op, Tolerance};
 use crate::shape::TensorFact;
@@ -255,7 +255,11 @@ pub struct Checker {
 impl Checker {
     /// A checker for a graph of `n_nodes` nodes.
     pub fn new(n_nodes: usize, mode: Mode) -> Checker {
-        Checker { acc: (0..n_nodes).map(|_| Acc { checked: false, metrics: Metrics::default(), failure: None }).collect(), passes: 0, mode }
+        Checker {
+            acc: (0..n_nodes).map(|_| Acc { checked: false, metrics: Metrics::default(), failure: None }).collect(),
+            passes: 0,
+            mode,
+        }
     }
 
     /// Starts the next pass (for messages).
@@ -276,40 +280,45 @@ impl Checker {
 
     /// The report.
     pub fn report(self, graph: &Graph, reference: &dyn Backend, candidate: &dyn Backend) -> CheckReport {
-        new_report(graph, reference, candidate, self.mode, self.passes, self.acc)
+        let nodes = graph
+            .iter()
+            .filter(|(_, n)| n.op.kind().has_kernel())
+            .map(|(i, n)| {
+                let facts: Vec<&TensorFact> = graph.inputs(i).iter().map(|&j| &graph.node(j).fact).collect();
+                let kernel = candidate.plan(&n.op, &facts);
+                let a = &self.acc[i];
+                let status = match (&a.failure, a.checked, kernel.is_some()) {
+                    (Some(f), _, _) => Status::Failed(f.clone()),
+                    (None, true, true) => Status::Passed,
+                    (None, _, false) => Status::Skipped(format!(
+                        "{} does not implement {}; runs on {}",
+                        candidate.name(),
+                        n.op.name(),
+                        reference.name()
+                    )),
+                    (None, false, true) => Status::Skipped("not reached".into()),
+                };
+                NodeCheck {
+                    id: i,
+                    name: n.name.clone(),
+                    op: n.op.info(),
+                    kernel: kernel.map(|k| k.name().to_string()).unwrap_or_else(|| format!("({})", reference.name())),
+                    status,
+                    max_abs: a.metrics.max_abs,
+                    max_rel: a.metrics.max_rel,
+                    nmse: a.metrics.nmse,
+                    tolerance: n.op.tolerance(),
+                }
+            })
+            .collect();
+        CheckReport {
+            reference: reference.name().into(),
+            candidate: candidate.name().into(),
+            mode: self.mode,
+            passes: self.passes,
+            nodes,
+        }
     }
-}
-
-fn new_report(graph: &Graph, reference: &dyn Backend, candidate: &dyn Backend, mode: Mode, passes: usize, acc: Vec<Acc>) -> CheckReport {
-    let nodes = graph
-        .nodes()
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| !n.op.is_source())
-        .map(|(i, n)| {
-            let facts: Vec<&TensorFact> = n.inputs.iter().map(|&j| &graph.node(j).fact).collect();
-            let supported = candidate.supports(&n.op, &facts);
-            let a = &acc[i];
-            let status = match (&a.failure, a.checked, supported) {
-                (Some(f), _, _) => Status::Failed(f.clone()),
-                (None, true, true) => Status::Passed,
-                (None, _, false) => Status::Skipped(format!("{} does not implement {}; runs on {}", candidate.name(), n.op.name(), reference.name())),
-                (None, false, true) => Status::Skipped("not reached".into()),
-            };
-            NodeCheck {
-                id: i,
-                name: n.name.clone(),
-                op: n.op.info(),
-                kernel: if supported { candidate.kernel_name(&n.op, &facts) } else { format!("({})", reference.name()) },
-                status,
-                max_abs: a.metrics.max_abs,
-                max_rel: a.metrics.max_rel,
-                nmse: a.metrics.nmse,
-                tolerance: n.op.tolerance(),
-            }
-        })
-        .collect();
-    CheckReport { reference: reference.name().into(), candidate: candidate.name().into(), mode, passes, nodes }
 }
 
 fn record(acc: &mut Acc, pass: usize, node: &Node, cand: TensorRef<'_>, reference: TensorRef<'_>) {
@@ -323,56 +332,181 @@ fn record(acc: &mut Acc, pass: usize, node: &Node, cand: TensorRef<'_>, referenc
     }
 }
 
-/// Runs `passes` on both backends and compares every node.
-pub fn cross_check(
-    graph: &Graph,
-    weights: &dyn WeightSource,
-    reference: Arc<dyn Backend>,
-    candidate: Arc<dyn Backend>,
-    passes: &[Pass],
-    mode: Mode,
-    n_ctx: usize,
-) -> Result<CheckReport> {
-    let n = graph.nodes().len();
-    let mut checker = Checker::new(n, mode);
-    match mode {
-        Mode::Isolated => {
-            let mut ex = Executor::new(graph.clone(), weights, None, reference.clone(), n_ctx)?;
-            for p in passes {
-                checker.next_pass();
-                let mut cb = |id: NodeId, node: &Node, ours: TensorRef<'_>, other: TensorRef<'_>| {
-                    checker.record(id, node, other, ours);
-                };
-                ex.forward_checked(&p.tokens, p.pos0, p.n_outputs, candidate.as_ref(), &mut cb)?;
-            }
+/// An owned copy of a node output (for comparisons after the executor reused the buffer).
+#[derive(Clone, Debug)]
+enum Saved {
+    F32(Vec<f32>),
+    I32(Vec<i32>),
+    Bytes(Vec<u8>),
+}
+
+impl Saved {
+    fn of(t: TensorRef<'_>) -> Saved {
+        match t.data {
+            Data::F32(v) => Saved::F32(v.to_vec()),
+            Data::I32(v) => Saved::I32(v.to_vec()),
+            Data::Bytes(v) => Saved::Bytes(v.to_vec()),
         }
-        Mode::Cumulative => {
-            let mut rex = Executor::new(graph.clone(), weights, None, reference.clone(), n_ctx)?;
-            let mut cex = Executor::new(graph.clone(), weights, Some(candidate.clone()), reference.clone(), n_ctx)?;
-            for p in passes {
-                checker.next_pass();
-                let mut saved: Vec<Option<(Vec<f32>, Vec<u8>)>> = vec![None; n];
-                let mut keep = |id: NodeId, node: &Node, out: TensorRef<'_>| {
-                    if node.op.is_source() {
-                        return;
-                    }
-                    saved[id] = Some(match out.data {
-                        Data::F32(v) => (v.to_vec(), Vec::new()),
-                        Data::Bytes(b) => (Vec::new(), b.to_vec()),
-                        Data::I32(_) => return,
-                    });
-                };
-                rex.forward_observed(&p.tokens, p.pos0, p.n_outputs, Some(&mut keep))?;
-                let mut cmp = |id: NodeId, node: &Node, out: TensorRef<'_>| {
-                    if let Some((f, b)) = &saved[id] {
-                        let data = if out.dtype == crate::DType::F32 { Data::F32(f) } else { Data::Bytes(b) };
-                        let r = TensorRef { dtype: out.dtype, dims: out.dims, data };
-                        checker.record(id, node, out, r);
-                    }
-                };
-                cex.forward_observed(&p.tokens, p.pos0, p.n_outputs, Some(&mut cmp))?;
+    }
+
+    fn view<'a>(&'a self, dtype: crate::DType, dims: &'a [usize]) -> TensorRef<'a> {
+        let data = match self {
+            Saved::F32(v) => Data::F32(v),
+            Saved::I32(v) => Data::I32(v),
+            Saved::Bytes(v) => Data::Bytes(v),
+        };
+        TensorRef { dtype, dims, data }
+    }
+}
+
+/// The isolated cross-check as a [`StepHook`]: after the plan's kernel ran a node, the
+/// candidate's kernel runs on the same inputs (and, for attention, on a copy of the KV cache
+/// as it was before the node) and the two outputs are compared. The plan's outputs are the
+/// ones that propagate.
+pub struct IsolatedCheck<'c> {
+    checker: &'c mut Checker,
+    /// The candidate's kernel per node (planned once).
+    kernels: Vec<Option<Kernel>>,
+    kv_copy: Option<(Vec<half::f16>, Vec<half::f16>, usize, usize)>,
+    /// Whether the other backend is the reference and the plan's kernels the candidate
+    /// (`exec --crosscheck`), rather than the other way round (`check`).
+    other_is_reference: bool,
+}
+
+impl<'c> IsolatedCheck<'c> {
+    /// Plans `candidate` on every node of `graph`; records into `checker`.
+    pub fn new(graph: &Graph, candidate: &dyn Backend, checker: &'c mut Checker) -> IsolatedCheck<'c> {
+        let kernels = graph
+            .iter()
+            .map(|(i, n)| {
+                if !n.op.kind().has_kernel() {
+                    return None;
+                }
+                let facts: Vec<&TensorFact> = graph.inputs(i).iter().map(|&j| &graph.node(j).fact).collect();
+                candidate.plan(&n.op, &facts)
+            })
+            .collect();
+        IsolatedCheck { checker, kernels, kv_copy: None, other_is_reference: false }
+    }
+
+    /// Records the plan's outputs as the candidate's and the other backend's as the
+    /// reference (for checking a run of the fast backends against scalar).
+    pub fn reference_is_other(mut self) -> Self {
+        self.other_is_reference = true;
+        self
+    }
+}
+
+impl StepHook for IsolatedCheck<'_> {
+    fn before(&mut self, id: NodeId, _node: &Node, _inputs: &[TensorRef<'_>], kv: Option<&KvLayer<'_>>) {
+        self.kv_copy = match (&self.kernels[id], kv) {
+            (Some(_), Some(kv)) => Some((kv.k.to_vec(), kv.v.to_vec(), kv.n_ctx, kv.n_slots)),
+            _ => None,
+        };
+    }
+
+    fn after(&mut self, id: NodeId, node: &Node, inputs: &[TensorRef<'_>], out: TensorRef<'_>) {
+        let Some(kernel) = &self.kernels[id] else { return };
+        let len = out.dtype.tensor_bytes(out.dims).unwrap_or(0);
+        let mut buf = match out.dtype {
+            crate::DType::F32 => Saved::F32(vec![0.0; len / 4]),
+            crate::DType::I32 => Saved::I32(vec![0; len / 4]),
+            _ => Saved::Bytes(vec![0; len]),
+        };
+        let res = {
+            let data = match &mut buf {
+                Saved::F32(v) => DataMut::F32(v),
+                Saved::I32(v) => DataMut::I32(v),
+                Saved::Bytes(v) => DataMut::Bytes(v),
+            };
+            let mut o = TensorMut { dtype: out.dtype, dims: out.dims, data };
+            match self.kv_copy.as_mut() {
+                Some((k, v, n_ctx, n_slots)) => {
+                    kernel.run(inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *n_ctx, n_slots: *n_slots }))
+                }
+                None => kernel.run(inputs, &mut o, None),
+            }
+        };
+        match res {
+            Ok(()) if self.other_is_reference => self.checker.record(id, node, out, buf.view(out.dtype, out.dims)),
+            Ok(()) => self.checker.record(id, node, buf.view(out.dtype, out.dims), out),
+            Err(e) => {
+                let acc = &mut self.checker.acc[id];
+                acc.checked = true;
+                if acc.failure.is_none() {
+                    acc.failure =
+                        Some(format!("pass {}: the candidate's kernel failed: {e}", self.checker.passes.saturating_sub(1)));
+                }
             }
         }
     }
-    Ok(checker.report(graph, reference.as_ref(), candidate.as_ref()))
+}
+
+/// Keeps a copy of every computed node output of a step (the reference run of a cumulative
+/// check).
+struct Keep(Vec<Option<Saved>>);
+
+impl StepHook for Keep {
+    fn after(&mut self, id: NodeId, node: &Node, _inputs: &[TensorRef<'_>], out: TensorRef<'_>) {
+        if node.op.kind().has_kernel() {
+            self.0[id] = Some(Saved::of(out));
+        }
+    }
+}
+
+/// Compares every computed node output with a kept copy (the candidate run of a cumulative
+/// check).
+struct Compare<'a> {
+    kept: &'a [Option<Saved>],
+    checker: &'a mut Checker,
+}
+
+impl StepHook for Compare<'_> {
+    fn after(&mut self, id: NodeId, node: &Node, _inputs: &[TensorRef<'_>], out: TensorRef<'_>) {
+        if let Some(saved) = &self.kept[id] {
+            self.checker.record(id, node, out, saved.view(out.dtype, out.dims));
+        }
+    }
+}
+
+/// Runs `passes` on both backends and compares every node. `reference` is the ordered list
+/// whose first backend defines the expected outputs (the rest run what it does not
+/// implement); the candidate runs what it implements and falls back to that list. Each
+/// executor runs one sequence with `config`'s sizes (`n_slots` is ignored: one slot).
+pub fn cross_check(
+    graph: &Graph,
+    weights: Arc<dyn WeightSource>,
+    reference: &[Arc<dyn Backend>],
+    candidate: Arc<dyn Backend>,
+    passes: &[Pass],
+    mode: Mode,
+    config: ExecConfig,
+) -> Result<CheckReport> {
+    let with_candidate: Vec<Arc<dyn Backend>> = std::iter::once(candidate.clone()).chain(reference.iter().cloned()).collect();
+    let reference_name = reference.first().ok_or_else(|| crate::Error::runtime("no reference backend"))?.clone();
+    let n = graph.len();
+    let mut checker = Checker::new(n, mode);
+    let config = ExecConfig { n_slots: 1, ..config };
+    match mode {
+        Mode::Isolated => {
+            let mut ex = Executor::standalone(graph.clone(), weights, reference, config)?;
+            for p in passes {
+                checker.next_pass();
+                let mut hook = IsolatedCheck::new(graph, candidate.as_ref(), &mut checker);
+                ex.forward_hooked(&p.tokens, p.pos0, p.n_outputs, Some(&mut hook))?;
+            }
+        }
+        Mode::Cumulative => {
+            let mut rex = Executor::standalone(graph.clone(), weights.clone(), reference, config)?;
+            let mut cex = Executor::standalone(graph.clone(), weights, &with_candidate, config)?;
+            for p in passes {
+                checker.next_pass();
+                let mut keep = Keep(vec![None; n]);
+                rex.forward_hooked(&p.tokens, p.pos0, p.n_outputs, Some(&mut keep))?;
+                let mut cmp = Compare { kept: &keep.0, checker: &mut checker };
+                cex.forward_hooked(&p.tokens, p.pos0, p.n_outputs, Some(&mut cmp))?;
+            }
+        }
+    }
+    Ok(checker.report(graph, reference_name.as_ref(), candidate.as_ref()))
 }

@@ -99,6 +99,24 @@ impl DType {
     }
 }
 
+impl DType {
+    /// Byte size of a tensor with these concrete dims (outermost first; the last is the
+    /// contiguous row), or `None` when a row is not a whole number of blocks or the size
+    /// overflows. The one place tensor sizes are computed.
+    pub fn tensor_bytes(self, dims: &[usize]) -> Option<usize> {
+        let row = dims.last().copied().unwrap_or(1);
+        let rows = dims[..dims.len().saturating_sub(1)].iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        self.nbytes(row, rows)
+    }
+
+    /// Byte size of one row of `k` elements (a weight row, an activation row). For I2_S,
+    /// whose scale is per tensor, this is the size of a one-row tensor; its rows are `k/4`
+    /// bytes of codes apart.
+    pub fn row_bytes(self, k: usize) -> Option<usize> {
+        self.nbytes(k, 1)
+    }
+}
+
 impl std::fmt::Display for DType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

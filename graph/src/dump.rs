@@ -5,23 +5,13 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::graph::{Graph, Node};
+use crate::graph::{Graph, Node, NodeId};
 
 /// Per-node extras shown in dumps (e.g. which backend and kernel will run the node).
 pub type Annotations = Vec<Option<String>>;
 
-/// The layer a node belongs to, from its name (`attn_norm-3`, `blk.3.attn_q.weight`).
-pub fn layer_of(name: &str) -> Option<usize> {
-    if let Some(rest) = name.strip_prefix("blk.") {
-        return rest.split('.').next()?.parse().ok();
-    }
-    let base = name.split([' ', '.']).next()?;
-    let (_, l) = base.rsplit_once('-')?;
-    l.parse().ok()
-}
-
-fn weight_of<'g>(g: &'g Graph, n: &'g Node) -> Option<&'g Node> {
-    n.inputs.iter().map(|&i| g.node(i)).find(|i| i.weight_name().is_some())
+fn weight_of(g: &Graph, id: NodeId) -> Option<&Node> {
+    g.inputs(id).iter().map(|&i| g.node(i)).find(|i| i.weight_name().is_some())
 }
 
 /// A fixed-width table, one node per line.
@@ -35,9 +25,9 @@ pub fn table(g: &Graph, ann: Option<&Annotations>) -> String {
         "shape".into(),
         if ann.is_some() { "weight / kernel".into() } else { "weight".into() },
     ]];
-    for (i, n) in g.nodes().iter().enumerate() {
-        let inputs: Vec<&str> = n.inputs.iter().map(|&j| g.node(j).name.as_str()).collect();
-        let mut extra = weight_of(g, n).map(|w| format!("{} ({})", w.name, w.fact.dtype)).unwrap_or_default();
+    for (i, n) in g.iter() {
+        let inputs: Vec<&str> = g.inputs(i).iter().map(|&j| g.node(j).name.as_str()).collect();
+        let mut extra = weight_of(g, i).map(|w| format!("{} ({})", w.name, w.fact.dtype)).unwrap_or_default();
         if let Some(Some(k)) = ann.and_then(|a| a.get(i)) {
             if !extra.is_empty() {
                 extra.push_str("  ");
@@ -82,8 +72,8 @@ fn dot_escape(s: &str) -> String {
 pub fn dot(g: &Graph, ann: Option<&Annotations>, colors: Option<&[Option<&str>]>) -> String {
     let mut out = String::from("digraph bitnet {\n  rankdir=TB;\n  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=\"monospace\", fontsize=10];\n");
     let mut by_layer: std::collections::BTreeMap<Option<usize>, Vec<usize>> = Default::default();
-    for (i, n) in g.nodes().iter().enumerate() {
-        by_layer.entry(layer_of(&n.name)).or_default().push(i);
+    for (i, n) in g.iter() {
+        by_layer.entry(n.layer).or_default().push(i);
     }
     for (layer, ids) in &by_layer {
         let indent = if layer.is_some() { "    " } else { "  " };
@@ -107,10 +97,13 @@ pub fn dot(g: &Graph, ann: Option<&Annotations>, colors: Option<&[Option<&str>]>
             out.push_str("  }\n");
         }
     }
-    for (i, n) in g.nodes().iter().enumerate() {
-        for &j in &n.inputs {
-            let _ = writeln!(out, "  n{j} -> n{i};");
-        }
+    // Edges in (consumer, argument slot) order, walked from petgraph's edge list.
+    let pg = g.petgraph();
+    let mut edges: Vec<(usize, usize, usize)> =
+        pg.raw_edges().iter().map(|e| (e.target().index(), e.weight, e.source().index())).collect();
+    edges.sort_unstable();
+    for (i, _, j) in edges {
+        let _ = writeln!(out, "  n{j} -> n{i};");
     }
     out.push_str("}\n");
     out
@@ -153,17 +146,15 @@ pub struct JsonWeight<'a> {
 
 /// The nodes of the JSON dump (the CLI wraps them with metadata).
 pub fn json_nodes<'a>(g: &'a Graph, ann: Option<&'a Annotations>) -> Vec<JsonNode<'a>> {
-    g.nodes()
-        .iter()
-        .enumerate()
+    g.iter()
         .map(|(i, n)| {
-            let w = if n.weight_name().is_some() { Some(n) } else { weight_of(g, n) };
+            let w = if n.weight_name().is_some() { Some(n) } else { weight_of(g, i) };
             JsonNode {
                 id: i,
                 name: &n.name,
                 op: n.op.name(),
                 info: n.op.info(),
-                inputs: n.inputs.iter().map(|&j| g.node(j).name.as_str()).collect(),
+                inputs: g.inputs(i).iter().map(|&j| g.node(j).name.as_str()).collect(),
                 dtype: n.fact.dtype.name(),
                 shape: &n.fact.shape,
                 weight: w.map(|w| JsonWeight { name: &w.name, dtype: w.fact.dtype.name(), shape: &w.fact.shape }),
@@ -171,20 +162,4 @@ pub fn json_nodes<'a>(g: &'a Graph, ann: Option<&'a Annotations>) -> Vec<JsonNod
             }
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::layer_of;
-
-    #[test]
-    fn layers_from_names() {
-        assert_eq!(layer_of("attn_norm-3"), Some(3));
-        assert_eq!(layer_of("blk.12.attn_q.weight"), Some(12));
-        assert_eq!(layer_of("Qcur-0 (reshaped)"), Some(0));
-        assert_eq!(layer_of("attn_norm-3.q8"), Some(3));
-        assert_eq!(layer_of("ffn_sqr(relu)-1"), Some(1));
-        assert_eq!(layer_of("token_embd.weight"), None);
-        assert_eq!(layer_of("result_norm"), None);
-    }
 }

@@ -10,16 +10,17 @@ mod error;
 pub mod graph;
 pub mod op;
 pub mod quant;
+pub mod rng;
 pub mod shape;
 
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
 pub use graph::{Graph, GraphBuilder, Node, NodeId};
-pub use op::{Op, RopeStyle, Tolerance};
+pub use op::{rows_per_seq, Op, OpKind, RopeStyle, Tolerance};
 pub use shape::{Bindings, Dim, Shape, Sym, TensorFact};
 pub mod backend;
 pub mod check;
 pub mod exec;
 
-pub use backend::{Backend, Data, DataMut, KvLayer, TensorMut, TensorRef};
-pub use exec::{Executor, WeightSource};
+pub use backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef};
+pub use exec::{ExecConfig, Executor, Program, Step, StepHook, WeightSource};

@@ -14,6 +14,64 @@ pub enum RopeStyle {
     Norm,
 }
 
+/// The op kinds, listed once: [`OpKind`], [`OpKind::ALL`] and [`OpKind::name`] are generated
+/// from this list, and [`Op::kind`] is an exhaustive match, so a new [`Op`] variant does not
+/// compile until it has a kind here — and then every consumer that matches on kinds
+/// exhaustively (the op-test case generator) does not compile until it handles it.
+///
+/// `with_op_kinds!(my_macro, ARGS…)` calls `my_macro! { [ARGS…] Kind1, Kind2, … }` with the
+/// whole list, so other crates can generate items per kind (ops-tests makes one `#[test]`
+/// per kind).
+#[macro_export]
+macro_rules! with_op_kinds {
+    ($m:path $(, $($arg:tt)*)?) => {
+        $m! {
+            [$($($arg)*)?]
+            InputTokens, InputPositions, InputSeqs, InputOutputRows, Weight, Embedding, RmsNorm, QuantizeI8, MatMulI2S,
+            MatMulF16, MatMulQ8_0, QuantizeQ8K, MatMulTQ, Reshape, Rope, Attention, Scale, Add, Mul, Relu, Sqr, Silu,
+            SelectOutputs
+        }
+    };
+}
+
+macro_rules! define_op_kinds {
+    ([] $($k:ident),* $(,)?) => {
+        /// The kind of an [`Op`], without its parameters.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[allow(missing_docs)]
+        pub enum OpKind { $($k),* }
+
+        impl OpKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [OpKind] = &[$(OpKind::$k),*];
+
+            /// The kind's name (`RmsNorm`, `MatMulI2S`, …).
+            pub fn name(self) -> &'static str {
+                match self { $(OpKind::$k => stringify!($k)),* }
+            }
+        }
+    };
+}
+
+with_op_kinds!(define_op_kinds);
+
+impl OpKind {
+    /// Whether ops of this kind compute nothing: graph inputs and weight constants (the
+    /// executor fills or binds them) and views ([`Op::Reshape`], which aliases its input).
+    /// Every other kind is run by a backend kernel.
+    pub fn has_kernel(self) -> bool {
+        !matches!(
+            self,
+            OpKind::InputTokens
+                | OpKind::InputPositions
+                | OpKind::InputSeqs
+                | OpKind::InputOutputRows
+                | OpKind::Weight
+                | OpKind::Reshape
+        )
+    }
+}
+
 /// One operation of the graph.
 ///
 /// ## Design
@@ -28,6 +86,12 @@ pub enum Op {
     InputTokens,
     /// Positions of this step's tokens: `[T]` i32 (graph input).
     InputPositions,
+    /// The sequence (KV-cache slot) of each of this step's tokens: `[T]` i32 (graph input).
+    /// Tokens of several sequences share one step; each attends to its own slot only.
+    InputSeqs,
+    /// The token rows whose logits this step produces: `[O]` i32 indices into `T` (graph
+    /// input), in increasing order.
+    InputOutputRows,
     /// A weight constant borrowed from the model file, by name.
     Weight {
         /// The tensor's name in the model file.
@@ -46,8 +110,12 @@ pub enum Op {
     QuantizeI8,
     /// Ternary matmul: `w [M, K]` i2_s, `x [T, K]` q8_tok → `[T, M]` f32.
     MatMulI2S,
-    /// F16-weight matmul: `w [M, K]` f16, `x [T, K]` f32 → `[T, M]` f32; the activation is
-    /// rounded to f16 when T = 1 (bitnet.cpp's rule, docs/format.md §4.4).
+    /// F16-weight matmul: `w [M, K]` f16, `x [R, K]` f32, `seqs [R]` i32 (the sequence of
+    /// each row) → `[R, M]` f32. A row that is the only row of its sequence in `x` is
+    /// rounded to f16 and takes `dot16`; rows of a sequence with two or more rows keep f32
+    /// and take `dotblas` (bitnet.cpp's one-column rule, ../shared/docs/format.md §4.4,
+    /// counted per sequence so that a row's bits do not depend on its neighbours:
+    /// ../shared/docs/batching.md; see [`rows_per_seq`]).
     MatMulF16,
     /// Block-quantized-weight matmul: `w [M, K]` q8_0 or q4_0, `x [T, K]` f32 → `[T, M]`
     /// f32; the activation is quantized to Q8_0 blocks of 32 first (docs/format.md §4.6.2),
@@ -73,8 +141,11 @@ pub enum Op {
         style: RopeStyle,
     },
     /// Causal attention over the layer's f16 KV cache: `q [T, H, hd]`, `k [T, Hkv, hd]`,
-    /// `v [T, Hkv, hd]` f32, `pos [T]` → `[T, H·hd]`. Writes f16(k), f16(v) at the
-    /// positions, then attends to every cached position ≤ each token's position.
+    /// `v [T, Hkv, hd]` f32, `pos [T]`, `seqs [T]` i32 → `[T, H·hd]`. Writes f16(k), f16(v)
+    /// at each token's (sequence slot, position), then each token attends to the cached
+    /// positions ≤ its own in its own sequence's slot. P·V takes the one-column form
+    /// (P rounded to f16, `dot16`) for a token that is its sequence's only token in the
+    /// step, else f32 P and `dotblas` (format.md §4.4, per sequence: [`rows_per_seq`]).
     Attention {
         /// Layer index (selects the KV cache slot).
         layer: usize,
@@ -100,7 +171,8 @@ pub enum Op {
     Sqr,
     /// `x / (1 + exp(−x))`.
     Silu,
-    /// Keeps the rows whose logits are requested: `[T, D]` → `[O, D]` (the last O rows).
+    /// Gathers the rows whose logits are requested: `x [T, …]` of any dtype, `rows [O]` i32
+    /// (token indices) → `[O, …]`.
     SelectOutputs,
 }
 
@@ -158,58 +230,38 @@ fn want_shape(inputs: &[&TensorFact], i: usize, expected: Shape) -> Result<(), I
 const FLOAT_TABLES: &[DType] = &[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0];
 
 impl Op {
-    /// The op's name (`RmsNorm`, `MatMulI2S`, …).
-    pub fn name(&self) -> &'static str {
+    /// The op's kind (exhaustive: a new variant must be given a kind in [`with_op_kinds!`]).
+    pub fn kind(&self) -> OpKind {
         match self {
-            Op::InputTokens => "InputTokens",
-            Op::InputPositions => "InputPositions",
-            Op::Weight { .. } => "Weight",
-            Op::Embedding => "Embedding",
-            Op::RmsNorm { .. } => "RmsNorm",
-            Op::QuantizeI8 => "QuantizeI8",
-            Op::MatMulI2S => "MatMulI2S",
-            Op::MatMulF16 => "MatMulF16",
-            Op::MatMulQ8_0 => "MatMulQ8_0",
-            Op::QuantizeQ8K => "QuantizeQ8K",
-            Op::MatMulTQ => "MatMulTQ",
-            Op::Reshape { .. } => "Reshape",
-            Op::Rope { .. } => "Rope",
-            Op::Attention { .. } => "Attention",
-            Op::Scale => "Scale",
-            Op::Add => "Add",
-            Op::Mul => "Mul",
-            Op::Relu => "Relu",
-            Op::Sqr => "Sqr",
-            Op::Silu => "Silu",
-            Op::SelectOutputs => "SelectOutputs",
+            Op::InputTokens => OpKind::InputTokens,
+            Op::InputPositions => OpKind::InputPositions,
+            Op::InputSeqs => OpKind::InputSeqs,
+            Op::InputOutputRows => OpKind::InputOutputRows,
+            Op::Weight { .. } => OpKind::Weight,
+            Op::Embedding => OpKind::Embedding,
+            Op::RmsNorm { .. } => OpKind::RmsNorm,
+            Op::QuantizeI8 => OpKind::QuantizeI8,
+            Op::MatMulI2S => OpKind::MatMulI2S,
+            Op::MatMulF16 => OpKind::MatMulF16,
+            Op::MatMulQ8_0 => OpKind::MatMulQ8_0,
+            Op::QuantizeQ8K => OpKind::QuantizeQ8K,
+            Op::MatMulTQ => OpKind::MatMulTQ,
+            Op::Reshape { .. } => OpKind::Reshape,
+            Op::Rope { .. } => OpKind::Rope,
+            Op::Attention { .. } => OpKind::Attention,
+            Op::Scale => OpKind::Scale,
+            Op::Add => OpKind::Add,
+            Op::Mul => OpKind::Mul,
+            Op::Relu => OpKind::Relu,
+            Op::Sqr => OpKind::Sqr,
+            Op::Silu => OpKind::Silu,
+            Op::SelectOutputs => OpKind::SelectOutputs,
         }
     }
 
-    /// Every op kind, one representative each (used by ops-tests to prove coverage).
-    pub fn all_names() -> &'static [&'static str] {
-        &[
-            "InputTokens",
-            "InputPositions",
-            "Weight",
-            "Embedding",
-            "RmsNorm",
-            "QuantizeI8",
-            "MatMulI2S",
-            "MatMulF16",
-            "MatMulQ8_0",
-            "QuantizeQ8K",
-            "MatMulTQ",
-            "Reshape",
-            "Rope",
-            "Attention",
-            "Scale",
-            "Add",
-            "Mul",
-            "Relu",
-            "Sqr",
-            "Silu",
-            "SelectOutputs",
-        ]
+    /// The op's name (`RmsNorm`, `MatMulI2S`, …).
+    pub fn name(&self) -> &'static str {
+        self.kind().name()
     }
 
     /// One-line description with parameters, for dumps.
@@ -227,7 +279,21 @@ impl Op {
 
     /// Whether the op has no computation (graph inputs and constants).
     pub fn is_source(&self) -> bool {
-        matches!(self, Op::InputTokens | Op::InputPositions | Op::Weight { .. })
+        self.arity() == 0
+    }
+
+    /// For ops that compute each output row from the same row of some inputs alone (row-wise
+    /// ops), the argument slots that are indexed by row; `None` for every other op. Selecting
+    /// rows of the output equals computing the op on the same rows of those inputs, bit for
+    /// bit, which is what the select-hoisting pass relies on.
+    pub fn row_inputs(&self) -> Option<&'static [usize]> {
+        match self {
+            Op::RmsNorm { .. } | Op::QuantizeI8 | Op::QuantizeQ8K | Op::Scale | Op::Relu | Op::Sqr | Op::Silu => Some(&[0]),
+            Op::MatMulI2S | Op::MatMulQ8_0 | Op::MatMulTQ => Some(&[1]),
+            Op::MatMulF16 => Some(&[1, 2]),
+            Op::Add | Op::Mul => Some(&[0, 1]),
+            _ => None,
+        }
     }
 
     /// How closely another backend must reproduce the scalar reference's output.
@@ -239,6 +305,8 @@ impl Op {
         match self {
             Op::InputTokens
             | Op::InputPositions
+            | Op::InputSeqs
+            | Op::InputOutputRows
             | Op::Weight { .. }
             | Op::Embedding
             | Op::QuantizeI8
@@ -265,19 +333,20 @@ impl Op {
     /// Number of inputs the op takes.
     pub fn arity(&self) -> usize {
         match self {
-            Op::InputTokens | Op::InputPositions | Op::Weight { .. } => 0,
-            Op::QuantizeI8 | Op::QuantizeQ8K | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu | Op::SelectOutputs => 1,
+            Op::InputTokens | Op::InputPositions | Op::InputSeqs | Op::InputOutputRows | Op::Weight { .. } => 0,
+            Op::QuantizeI8 | Op::QuantizeQ8K | Op::Reshape { .. } | Op::Relu | Op::Sqr | Op::Silu => 1,
+            Op::MatMulF16 => 3,
             Op::Embedding
+            | Op::SelectOutputs
             | Op::RmsNorm { .. }
             | Op::MatMulI2S
-            | Op::MatMulF16
             | Op::MatMulQ8_0
             | Op::MatMulTQ
             | Op::Rope { .. }
             | Op::Scale
             | Op::Add
             | Op::Mul => 2,
-            Op::Attention { .. } => 4,
+            Op::Attention { .. } => 5,
         }
     }
 
@@ -288,7 +357,8 @@ impl Op {
         }
         let t = Dim::Sym(Sym::Tokens);
         match self {
-            Op::InputTokens | Op::InputPositions => Ok(TensorFact::new(DType::I32, Shape::new([t]))),
+            Op::InputTokens | Op::InputPositions | Op::InputSeqs => Ok(TensorFact::new(DType::I32, Shape::new([t]))),
+            Op::InputOutputRows => Ok(TensorFact::new(DType::I32, Shape::new([Dim::Sym(Sym::Outputs)]))),
             Op::Weight { fact, .. } => Ok(fact.clone()),
             Op::Embedding => {
                 want_dtype(inputs, 0, FLOAT_TABLES)?;
@@ -333,6 +403,10 @@ impl Op {
                 let (m, k) = (inputs[0].shape.dims()[0], inputs[0].shape.dims()[1]);
                 let rows = inputs[1].shape.dims()[0];
                 want_shape(inputs, 1, Shape::new([rows, k]))?;
+                if matches!(self, Op::MatMulF16) {
+                    want_dtype(inputs, 2, &[DType::I32])?;
+                    want_shape(inputs, 2, Shape::new([rows]))?;
+                }
                 Ok(TensorFact::new(DType::F32, Shape::new([rows, m])))
             }
             Op::Reshape { to } => {
@@ -380,6 +454,8 @@ impl Op {
                 want_shape(inputs, 1, kv.clone())?;
                 want_shape(inputs, 2, kv)?;
                 want_shape(inputs, 3, Shape::new([t]))?;
+                want_dtype(inputs, 4, &[DType::I32])?;
+                want_shape(inputs, 4, Shape::new([t]))?;
                 Ok(TensorFact::new(DType::F32, Shape::new([t, Dim::Fixed(n_head * head_dim)])))
             }
             Op::Scale => {
@@ -399,11 +475,32 @@ impl Op {
                 Ok(inputs[0].clone())
             }
             Op::SelectOutputs => {
-                want_dtype(inputs, 0, &[DType::F32])?;
-                want_rank(inputs, 0, 2, Shape::new([t, Dim::Fixed(0)]))?;
-                want_shape(inputs, 0, Shape::new([t, inputs[0].shape.dims()[1]]))?;
-                Ok(TensorFact::new(DType::F32, Shape::new([Dim::Sym(Sym::Outputs), inputs[0].shape.dims()[1]])))
+                want_dtype(inputs, 1, &[DType::I32])?;
+                want_shape(inputs, 1, Shape::new([Dim::Sym(Sym::Outputs)]))?;
+                match inputs[0].shape.dims().split_first() {
+                    Some((r, rest)) if *r == t => Ok(TensorFact::new(
+                        inputs[0].dtype,
+                        Shape::new(std::iter::once(Dim::Sym(Sym::Outputs)).chain(rest.iter().copied())),
+                    )),
+                    _ => Err(InferError::Shape {
+                        input: 0,
+                        what: "(rows of the step first)".into(),
+                        expected: Shape::new([t]),
+                        got: inputs[0].shape.clone(),
+                    }),
+                }
             }
         }
     }
+}
+
+/// For each row of a step, how many rows of the same sequence the step holds: the count that
+/// decides bitnet.cpp's one-column forms ([`Op::MatMulF16`], [`Op::Attention`]) per sequence.
+/// Every backend calls this one function, so they cannot disagree on the rule.
+pub fn rows_per_seq(seqs: &[i32]) -> Vec<usize> {
+    let mut counts: std::collections::HashMap<i32, usize> = std::collections::HashMap::new();
+    for &s in seqs {
+        *counts.entry(s).or_default() += 1;
+    }
+    seqs.iter().map(|s| counts[s]).collect()
 }

@@ -3,55 +3,46 @@
 
 use graph::backend::{q8tok_row_bytes, Data, DataMut, KvLayer, TensorMut, TensorRef};
 use graph::quant::pack_i2s;
-use graph::{Backend, DType, Op, RopeStyle};
+use graph::{Backend, DType, Op, OpKind, RopeStyle};
 use half::f16;
 
-/// A deterministic xorshift generator (test inputs must be reproducible from a seed).
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
+pub use graph::rng::Rng;
 
-impl Rng {
-    /// Next 64 random bits. (Not an `Iterator`: the stream never ends and callers want
-    /// the bits, not an `Option`.)
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in `[0, n)`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Uniform f32 in `[lo, hi)`.
-    pub fn f32(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-    /// One of `xs`.
-    pub fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-    /// Activation-like values, sometimes extreme (huge, tiny, zero, exact .5 multiples).
-    pub fn activations(&mut self, n: usize) -> Vec<f32> {
-        let style = self.below(6);
-        (0..n)
-            .map(|i| match style {
-                0 => self.f32(-1.0, 1.0),
-                1 => self.f32(-1.0, 1.0) * 1e4,
-                2 => self.f32(-1.0, 1.0) * 1e-6,
-                3 => (self.below(9) as f32 - 4.0) * 0.5,
-                4 => {
-                    if i % 7 == 0 {
-                        0.0
-                    } else {
-                        self.f32(-3.0, 3.0)
-                    }
+/// Activation-like values, sometimes extreme (huge, tiny, zero, exact .5 multiples).
+pub fn activations(rng: &mut Rng, n: usize) -> Vec<f32> {
+    let style = rng.below(6);
+    (0..n)
+        .map(|i| match style {
+            0 => rng.f32(-1.0, 1.0),
+            1 => rng.f32(-1.0, 1.0) * 1e4,
+            2 => rng.f32(-1.0, 1.0) * 1e-6,
+            3 => (rng.below(9) as f32 - 4.0) * 0.5,
+            4 => {
+                if i % 7 == 0 {
+                    0.0
+                } else {
+                    rng.f32(-3.0, 3.0)
                 }
-                _ => [0.0, 0.0, 0.0][i % 3],
-            })
-            .collect()
+            }
+            _ => [0.0, 0.0, 0.0][i % 3],
+        })
+        .collect()
+}
+
+/// Sequence ids for `t` rows: one sequence, or several in contiguous runs (so that some
+/// rows are their sequence's only row, others share it).
+pub fn seq_ids(rng: &mut Rng, t: usize) -> Vec<i32> {
+    if rng.below(2) == 0 {
+        return vec![0; t];
     }
+    let mut ids = Vec::with_capacity(t);
+    let mut s = 0;
+    while ids.len() < t {
+        let run = (1 + rng.below(3)).min(t - ids.len());
+        ids.extend(std::iter::repeat_n(s, run));
+        s += 1;
+    }
+    ids
 }
 
 /// An owned tensor.
@@ -104,8 +95,8 @@ pub struct OpCase {
     pub inputs: Vec<Tensor>,
     /// Output dtype and dims.
     pub out: (DType, Vec<usize>),
-    /// KV cache (k, v, stride) for attention.
-    pub kv: Option<(Vec<f16>, Vec<f16>, usize)>,
+    /// KV cache (k, v, stride, slots) for attention.
+    pub kv: Option<(Vec<f16>, Vec<f16>, usize, usize)>,
 }
 
 /// What a backend produced for a case: the output and, for attention, the KV cache after.
@@ -118,56 +109,60 @@ pub struct CaseResult {
 }
 
 impl OpCase {
-    /// Runs the case on `backend`, with guard sentinels around the output to catch stray
-    /// writes. `None` if the backend does not support it.
+    /// Runs the case on `backend`'s planned kernel, with guard sentinels around the output
+    /// to catch stray writes. `None` if the backend does not plan it.
     pub fn run(&self, backend: &dyn Backend) -> Option<Result<CaseResult, String>> {
         let facts: Vec<graph::TensorFact> =
             self.inputs.iter().map(|t| graph::TensorFact::new(t.dtype, graph::Shape::fixed(&t.dims))).collect();
         let frefs: Vec<&graph::TensorFact> = facts.iter().collect();
-        if !backend.supports(&self.op, &frefs) {
-            return None;
-        }
+        let kernel = backend.plan(&self.op, &frefs)?;
         let inputs: Vec<TensorRef<'_>> = self.inputs.iter().map(Tensor::view).collect();
         let (dtype, dims) = &self.out;
-        let n: usize = match dtype {
-            DType::F32 | DType::I32 => dims.iter().product(),
-            other => other.nbytes(*dims.last().unwrap(), dims[..dims.len() - 1].iter().product()).unwrap(),
-        };
+        let bytes = dtype.tensor_bytes(dims).expect("case output size");
+        let n = if matches!(dtype, DType::F32 | DType::I32) { bytes / 4 } else { bytes };
         const GUARD: usize = 17;
         let mut kv = self.kv.clone();
-        let res = if *dtype == DType::F32 {
-            let mut buf = vec![f32::from_bits(0x7fc0_dead); n + 2 * GUARD];
-            let r = {
-                let mut out = TensorMut { dtype: *dtype, dims, data: DataMut::F32(&mut buf[GUARD..GUARD + n]) };
-                eval(backend, &self.op, &inputs, &mut out, kv.as_mut())
+        // The output between guard words: 4-byte words for f32/i32 outputs, bytes otherwise.
+        let word = if matches!(dtype, DType::F32 | DType::I32) { 4 } else { 1 };
+        // u32 storage: 4-byte aligned for the f32/i32 views.
+        let mut words = vec![0xA5A5_A5A5u32; ((n + 2 * GUARD) * word).div_ceil(4)];
+        let buf: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        let r = {
+            let out_bytes = &mut buf[GUARD * word..(GUARD + n) * word];
+            let data = match dtype {
+                DType::F32 => DataMut::F32(bytemuck::cast_slice_mut(out_bytes)),
+                DType::I32 => DataMut::I32(bytemuck::cast_slice_mut(out_bytes)),
+                _ => DataMut::Bytes(out_bytes),
             };
-            let guards_ok = buf[..GUARD].iter().chain(&buf[GUARD + n..]).all(|x| x.to_bits() == 0x7fc0_dead);
-            r.and_then(|_| if guards_ok { Ok(()) } else { Err("wrote outside the output".to_string()) })
-                .map(|_| Tensor::f32(dims, buf[GUARD..GUARD + n].to_vec()))
-        } else {
-            let mut buf = vec![0xA5u8; n + 2 * GUARD];
-            let r = {
-                let mut out = TensorMut { dtype: *dtype, dims, data: DataMut::Bytes(&mut buf[GUARD..GUARD + n]) };
-                eval(backend, &self.op, &inputs, &mut out, kv.as_mut())
-            };
-            let guards_ok = buf[..GUARD].iter().chain(&buf[GUARD + n..]).all(|&x| x == 0xA5);
-            r.and_then(|_| if guards_ok { Ok(()) } else { Err("wrote outside the output".to_string()) })
-                .map(|_| Tensor::bytes(*dtype, dims, buf[GUARD..GUARD + n].to_vec()))
+            let mut out = TensorMut { dtype: *dtype, dims, data };
+            run(&kernel, &inputs, &mut out, kv.as_mut())
         };
-        Some(res.map(|out| CaseResult { out, kv: kv.map(|(k, v, _)| (k, v)) }))
+        let guards_ok = buf[..GUARD * word].iter().chain(&buf[(GUARD + n) * word..]).all(|&x| x == 0xA5);
+        let res = r.and_then(|_| if guards_ok { Ok(()) } else { Err("wrote outside the output".to_string()) }).map(|_| {
+            let out = &buf[GUARD * word..(GUARD + n) * word];
+            match dtype {
+                DType::F32 => {
+                    Tensor::f32(dims, out.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+                DType::I32 => {
+                    Tensor::i32(dims, out.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+                }
+                _ => Tensor::bytes(*dtype, dims, out.to_vec()),
+            }
+        });
+        Some(res.map(|out| CaseResult { out, kv: kv.map(|(k, v, _, _)| (k, v)) }))
     }
 }
 
-fn eval(
-    backend: &dyn Backend,
-    op: &Op,
+fn run(
+    kernel: &graph::Kernel,
     inputs: &[TensorRef<'_>],
     out: &mut TensorMut<'_>,
-    kv: Option<&mut (Vec<f16>, Vec<f16>, usize)>,
+    kv: Option<&mut (Vec<f16>, Vec<f16>, usize, usize)>,
 ) -> Result<(), String> {
     let r = match kv {
-        Some((k, v, stride)) => backend.eval(op, inputs, out, Some(&mut KvLayer { k, v, n_ctx: *stride })),
-        None => backend.eval(op, inputs, out, None),
+        Some((k, v, stride, slots)) => kernel.run(inputs, out, Some(&mut KvLayer { k, v, n_ctx: *stride, n_slots: *slots })),
+        None => kernel.run(inputs, out, None),
     };
     r.map_err(|e| e.to_string())
 }
@@ -212,21 +207,30 @@ fn q4_0_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
     let mut out = Vec::new();
     for _ in 0..m * k / 32 {
         out.extend(f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
-        out.extend((0..16).map(|_| rng.next() as u8));
+        out.extend((0..16).map(|_| rng.next_u64() as u8));
     }
     out
 }
 
-/// Generates one case of op `name` from `rng`.
-pub fn case(name: &str, rng: &mut Rng) -> OpCase {
-    match name {
-        "Embedding" => {
+/// Generates one case of an op of `kind` from `rng`; `None` for the kinds that have no
+/// kernel (graph inputs, weights, views). The match lists every kind, so an op added to the
+/// graph without a case here does not compile.
+pub fn case(kind: OpKind, rng: &mut Rng) -> Option<OpCase> {
+    let name = kind.name();
+    Some(match kind {
+        OpKind::InputTokens
+        | OpKind::InputPositions
+        | OpKind::InputSeqs
+        | OpKind::InputOutputRows
+        | OpKind::Weight
+        | OpKind::Reshape => return None,
+        OpKind::Embedding => {
             let dtype = rng.pick(&[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0]);
             let d = if matches!(dtype, DType::Q8_0 | DType::Q4_0) { 32 * (1 + rng.below(8)) } else { rng.pick(AWKWARD) };
             let v = 1 + rng.below(50);
             let t = rng.pick(TOKENS);
             let row = dtype.nbytes(d, 1).unwrap();
-            let mut table: Vec<u8> = (0..v * row).map(|_| rng.next() as u8).collect();
+            let mut table: Vec<u8> = (0..v * row).map(|_| rng.next_u64() as u8).collect();
             if dtype == DType::F32 {
                 table = (0..v * d).flat_map(|_| rng.f32(-2.0, 2.0).to_le_bytes()).collect();
             }
@@ -258,9 +262,9 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "RmsNorm" => {
+        OpKind::RmsNorm => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
-            let x = rng.activations(t * d);
+            let x = activations(rng, t * d);
             let w: Vec<f32> = (0..d).map(|_| rng.f32(0.5, 1.5)).collect();
             let eps = rng.pick(&[1e-5f32, 1e-6]);
             OpCase {
@@ -271,9 +275,9 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "QuantizeI8" => {
+        OpKind::QuantizeI8 => {
             let (t, k) = (rng.pick(TOKENS), rng.pick(&[1, 7, 31, 32, 33, 128, 257, 2560]));
-            let x = rng.activations(t * k);
+            let x = activations(rng, t * k);
             OpCase {
                 id: format!("QuantizeI8(shape=[{t},{k}])"),
                 op: Op::QuantizeI8,
@@ -282,7 +286,7 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "MatMulI2S" => {
+        OpKind::MatMulI2S => {
             let (m, k, t) = (rng.pick(ROWS), rng.pick(I2S_K), rng.pick(TOKENS));
             let m = if k >= 2560 { m.min(12) } else { m };
             let extreme = rng.below(3) == 0;
@@ -297,21 +301,22 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "MatMulF16" => {
+        OpKind::MatMulF16 => {
             let (m, k, t) = (rng.pick(ROWS), rng.pick(&[32, 64, 96, 256, 2560]), rng.pick(TOKENS));
             let w: Vec<f32> = (0..m * k).map(|_| rng.f32(-0.1, 0.1)).collect();
-            let x = rng.activations(t * k);
+            let x = activations(rng, t * k);
+            let seqs = seq_ids(rng, t);
             OpCase {
-                id: format!("MatMulF16(m={m},k={k},t={t})"),
+                id: format!("MatMulF16(m={m},k={k},t={t},seqs={seqs:?})"),
                 op: Op::MatMulF16,
-                inputs: vec![Tensor::bytes(DType::F16, &[m, k], f16_bytes(&w)), Tensor::f32(&[t, k], x)],
+                inputs: vec![Tensor::bytes(DType::F16, &[m, k], f16_bytes(&w)), Tensor::f32(&[t, k], x), Tensor::i32(&[t], seqs)],
                 out: (DType::F32, vec![t, m]),
                 kv: None,
             }
         }
-        "MatMulQ8_0" => {
+        OpKind::MatMulQ8_0 => {
             let (m, k, t) = (rng.pick(ROWS), 32 * rng.pick(&[1, 3, 8, 12, 80]), rng.pick(TOKENS));
-            let x = rng.activations(t * k);
+            let x = activations(rng, t * k);
             let (wty, w) =
                 if rng.below(2) == 0 { (DType::Q8_0, q8_0_rows(rng, m, k)) } else { (DType::Q4_0, q4_0_rows(rng, m, k)) };
             OpCase {
@@ -322,9 +327,9 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "QuantizeQ8K" => {
+        OpKind::QuantizeQ8K => {
             let (t, k) = (rng.pick(TOKENS), 256 * rng.pick(&[1, 2, 10]));
-            let x = rng.activations(t * k);
+            let x = activations(rng, t * k);
             OpCase {
                 id: format!("QuantizeQ8K(shape=[{t},{k}])"),
                 op: Op::QuantizeQ8K,
@@ -333,7 +338,7 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "MatMulTQ" => {
+        OpKind::MatMulTQ => {
             let (m, k, t) = (rng.pick(ROWS), 256 * rng.pick(&[1, 2, 3, 10, 27]), rng.pick(TOKENS));
             let wty = rng.pick(&[DType::TQ2_0, DType::TQ1_0]);
             let mut w = Vec::new();
@@ -360,25 +365,13 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "Reshape" => {
-            let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 4, 5]), rng.pick(&[1, 7, 64]));
-            let x = rng.activations(t * h * hd);
-            let to = graph::Shape::fixed(&[t, h, hd]);
-            OpCase {
-                id: format!("Reshape([{t},{}]->[{t},{h},{hd}])", h * hd),
-                op: Op::Reshape { to },
-                inputs: vec![Tensor::f32(&[t, h * hd], x)],
-                out: (DType::F32, vec![t, h, hd]),
-                kv: None,
-            }
-        }
-        "Rope" => {
+        OpKind::Rope => {
             let (t, h, hd) = (rng.pick(TOKENS), rng.pick(&[1, 2, 5]), rng.pick(&[2, 8, 64, 100, 128]));
             let n_rot = if rng.below(4) == 0 && hd > 2 { hd / 2 / 2 * 2 } else { hd };
             let style = rng.pick(&[RopeStyle::Neox, RopeStyle::Norm]);
             let base = rng.pick(&[10000.0f32, 500000.0]);
             let pos0 = rng.below(3000) as i32;
-            let x = rng.activations(t * h * hd);
+            let x = activations(rng, t * h * hd);
             OpCase {
                 id: format!("Rope({style:?},t={t},h={h},hd={hd},n_rot={n_rot},base={base},pos0={pos0})"),
                 op: Op::Rope { n_rot, freq_base: base, style },
@@ -387,19 +380,32 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "Attention" => {
+        OpKind::Attention => {
+            // Tokens of one or several sequences, each sequence in its own cache slot with
+            // its own history (`pos0` earlier positions) and its tokens at consecutive positions.
             let (hkv, group, hd) = (rng.pick(&[1, 2, 5]), rng.pick(&[1, 2, 4]), rng.pick(&[32, 64, 100, 128]));
             let h = hkv * group;
             let t = rng.pick(TOKENS);
-            let pos0 = rng.pick(&[0usize, 1, 5, 31, 32, 40, 100]);
-            let stride = (pos0 + t).div_ceil(32) * 32 + 32 * rng.below(2);
-            let mut k = vec![f16::ZERO; hkv * stride * hd];
-            let mut v = vec![f16::ZERO; hkv * stride * hd];
-            for g in 0..hkv {
-                for p in 0..pos0 {
-                    for d in 0..hd {
-                        k[(g * stride + p) * hd + d] = f16::from_f32(rng.f32(-1.0, 1.0));
-                        v[(g * hd + d) * stride + p] = f16::from_f32(rng.f32(-1.0, 1.0));
+            let seqs = seq_ids(rng, t);
+            let n_slots = 1 + *seqs.iter().max().unwrap_or(&0) as usize + rng.below(2);
+            let starts: Vec<usize> = (0..n_slots).map(|_| rng.pick(&[0usize, 1, 5, 31, 32, 40, 100])).collect();
+            let mut pos = Vec::with_capacity(t);
+            let mut next = starts.clone();
+            for &s in &seqs {
+                pos.push(next[s as usize] as i32);
+                next[s as usize] += 1;
+            }
+            let stride = next.iter().max().unwrap().div_ceil(32) * 32 + 32 * rng.below(2);
+            let slot_len = hkv * stride * hd;
+            let mut k = vec![f16::ZERO; n_slots * slot_len];
+            let mut v = vec![f16::ZERO; n_slots * slot_len];
+            for (slot, &p0) in starts.iter().enumerate() {
+                for g in 0..hkv {
+                    for p in 0..p0 {
+                        for d in 0..hd {
+                            k[slot * slot_len + (g * stride + p) * hd + d] = f16::from_f32(rng.f32(-1.0, 1.0));
+                            v[slot * slot_len + (g * hd + d) * stride + p] = f16::from_f32(rng.f32(-1.0, 1.0));
+                        }
                     }
                 }
             }
@@ -407,21 +413,22 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
             let kn = (0..t * hkv * hd).map(|_| rng.f32(-2.0, 2.0)).collect();
             let vn = (0..t * hkv * hd).map(|_| rng.f32(-2.0, 2.0)).collect();
             OpCase {
-                id: format!("Attention(heads={h}/{hkv},hd={hd},t={t},pos0={pos0},stride={stride})"),
+                id: format!("Attention(heads={h}/{hkv},hd={hd},t={t},seqs={seqs:?},starts={starts:?},stride={stride})"),
                 op: Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() },
                 inputs: vec![
                     Tensor::f32(&[t, h, hd], q),
                     Tensor::f32(&[t, hkv, hd], kn),
                     Tensor::f32(&[t, hkv, hd], vn),
-                    Tensor::i32(&[t], (0..t).map(|i| (pos0 + i) as i32).collect()),
+                    Tensor::i32(&[t], pos),
+                    Tensor::i32(&[t], seqs),
                 ],
                 out: (DType::F32, vec![t, h * hd]),
-                kv: Some((k, v, stride)),
+                kv: Some((k, v, stride, n_slots)),
             }
         }
-        "Scale" => {
+        OpKind::Scale => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
-            let x = rng.activations(t * d);
+            let x = activations(rng, t * d);
             let sc = rng.f32(-2.0, 2.0);
             OpCase {
                 id: format!("Scale(shape=[{t},{d}],s={sc})"),
@@ -431,9 +438,9 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "Add" | "Mul" => {
+        OpKind::Add | OpKind::Mul => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
-            let (a, b) = (rng.activations(t * d), rng.activations(t * d));
+            let (a, b) = (activations(rng, t * d), activations(rng, t * d));
             let op = if name == "Add" { Op::Add } else { Op::Mul };
             OpCase {
                 id: format!("{name}(shape=[{t},{d}])"),
@@ -443,9 +450,9 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "Relu" | "Sqr" | "Silu" => {
+        OpKind::Relu | OpKind::Sqr | OpKind::Silu => {
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
-            let mut x = rng.activations(t * d);
+            let mut x = activations(rng, t * d);
             if name == "Silu" {
                 // SiLU saturates; keep inputs where exp neither under- nor overflows everywhere
                 for v in &mut x {
@@ -465,22 +472,34 @@ pub fn case(name: &str, rng: &mut Rng) -> OpCase {
                 kv: None,
             }
         }
-        "SelectOutputs" => {
+        OpKind::SelectOutputs => {
+            // Rows of f32 activations, i32 ids or q8_tok bytes; increasing row indices.
             let (t, d) = (rng.pick(TOKENS), rng.pick(AWKWARD));
-            let o = 1 + rng.below(t);
-            let x = rng.activations(t * d);
+            let rows: Vec<i32> = (0..t as i32).filter(|_| rng.below(3) > 0).collect();
+            let o = rows.len();
+            let (x, out) = match rng.below(3) {
+                0 => (Tensor::f32(&[t, d], activations(rng, t * d)), (DType::F32, vec![o, d])),
+                1 => (Tensor::i32(&[t], (0..t).map(|_| rng.below(1000) as i32).collect()), (DType::I32, vec![o])),
+                _ => (Tensor::bytes(DType::Q8Tok, &[t, d], q8tok(rng, t, d, false)), (DType::Q8Tok, vec![o, d])),
+            };
             OpCase {
-                id: format!("SelectOutputs(t={t},o={o},d={d})"),
+                id: format!("SelectOutputs(x={} {:?},rows={rows:?})", x.dtype, x.dims),
                 op: Op::SelectOutputs,
-                inputs: vec![Tensor::f32(&[t, d], x)],
-                out: (DType::F32, vec![o, d]),
+                inputs: vec![x, Tensor::i32(&[o], rows)],
+                out,
                 kv: None,
             }
         }
-        other => panic!("no case generator for op {other}"),
-    }
+    })
 }
 
-/// Ops with no computation: graph inputs and weight constants. They are exercised by every
-/// executor-level test and have no kernel to compare.
-pub const SOURCE_OPS: &[&str] = &["InputTokens", "InputPositions", "Weight"];
+/// The kinds with a kernel for which `gen` yields no case of that kind (what the coverage
+/// test asserts is empty for [`case`]).
+pub fn uncovered(gen: impl Fn(OpKind, &mut Rng) -> Option<OpCase>) -> Vec<OpKind> {
+    OpKind::ALL
+        .iter()
+        .copied()
+        .filter(|k| k.has_kernel())
+        .filter(|&k| (1..=8u64).any(|seed| gen(k, &mut Rng::new(seed)).is_none_or(|c| c.op.kind() != k)))
+        .collect()
+}

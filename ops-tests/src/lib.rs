@@ -1,18 +1,29 @@
 //! Shared helpers for the op tests and the model-level parity tests: paths into
-//! `../shared`, loading the reference index, and running a prompt through the executor.
+//! `../shared`, the one owned-tensor harness ([`cases`]), the per-op suite over every
+//! registered backend ([`op_suite!`]), and running prompts through the runtime library.
 #![deny(missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use backend_scalar::ScalarBackend;
-use graph::{Backend, Executor};
-pub use proptest;
 use gguf::GgufFile;
+pub use graph::rng::Rng;
+use graph::{Backend, OpKind};
+pub use proptest;
+use runtime::{Batch, Event, LogitsMode, Model, ModelOptions, Request, SamplingParams};
 
 /// `<workspace>/../shared/<rel>`: the read-only shared data (never copied into the repo).
+/// Fails with one clear line when the folder is missing.
 pub fn shared(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared").join(rel)
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared");
+    if !root.is_dir() {
+        panic!(
+            "../shared is missing (looked for {}): the tests need the shared data folder next to the checkout",
+            root.display()
+        );
+    }
+    root.join(rel)
 }
 
 /// Reads a JSON file from `../shared`.
@@ -22,57 +33,64 @@ pub fn shared_json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// Opens a shared model.
+/// Opens a shared model file.
 pub fn open_model(name: &str) -> GgufFile {
     let p = shared(&format!("models/{name}"));
     GgufFile::open(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// An executor for `file` on `backend` (None = scalar only).
-pub fn executor<'a>(file: &'a GgufFile, backend: Option<Arc<dyn Backend>>, n_ctx: usize) -> Executor<'a> {
-    let model = gguf::lower(file).expect("lowering");
-    Executor::new(model.graph, file, backend, Arc::new(ScalarBackend::new()), n_ctx).expect("executor")
+/// Loads a shared model through the runtime on `backend` (`scalar`, `auto`, …), evaluating
+/// prompts in chunks of `ubatch`.
+pub fn load(name: &str, backend: &str, ubatch: usize) -> Arc<Model> {
+    load_with(name, ModelOptions { backend: backend.into(), ubatch, ..ModelOptions::default() })
 }
 
-/// Runs a prompt in micro-batches of `ubatch`, keeping the logits of every position
-/// (as the reference's runs did). Returns `[n_tokens × n_vocab]`.
-pub fn prompt_logits(ex: &mut Executor<'_>, tokens: &[u32], ubatch: usize) -> Vec<f32> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    for chunk in tokens.chunks(ubatch) {
-        out.extend_from_slice(ex.forward(chunk, pos, chunk.len()).expect("forward"));
-        pos += chunk.len();
+/// Loads a shared model with `opts` (a path outside `models/` can be given relative to
+/// `../shared`).
+pub fn load_with(name: &str, opts: ModelOptions) -> Arc<Model> {
+    let p = if name.contains('/') { shared(name) } else { shared(&format!("models/{name}")) };
+    Arc::new(Model::load(&p, &opts).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+/// What one prompt run gives: every prompt position's logits, the greedy tokens and the
+/// logits each was sampled from.
+pub struct Run {
+    /// `[n_prompt × n_vocab]`.
+    pub prompt_logits: Vec<f32>,
+    /// The greedy continuation.
+    pub tokens: Vec<u32>,
+    /// Per generated token, the logits row it was chosen from.
+    pub step_logits: Vec<Vec<f32>>,
+}
+
+/// Runs `prompt` alone through a batch of `model`: every prompt position's logits, then `n`
+/// greedy tokens (end-of-generation tokens ignored, as the reference's runs did).
+pub fn run_prompt(model: &Arc<Model>, prompt: &[u32], n: usize) -> Run {
+    let mut batch = Batch::new(model.clone()).expect("batch");
+    let mut params = SamplingParams::greedy(n);
+    params.ignore_eos = true;
+    batch.add(Request { prompt: prompt.to_vec(), params, logits: LogitsMode::All }).expect("request");
+    let n_vocab = model.n_vocab();
+    let mut run = Run { prompt_logits: Vec::new(), tokens: Vec::new(), step_logits: Vec::new() };
+    while !batch.is_idle() {
+        for e in batch.step().expect("step") {
+            match e {
+                Event::Logits { first_pos, rows, .. } if first_pos < prompt.len() => run.prompt_logits.extend_from_slice(&rows),
+                Event::Logits { rows, .. } => run.step_logits.push(rows),
+                Event::Done(c) => run.tokens = c.tokens,
+                _ => {}
+            }
+        }
     }
-    out
+    // The prompt's last row is also the first token's.
+    run.step_logits.insert(0, run.prompt_logits[run.prompt_logits.len() - n_vocab..].to_vec());
+    run.step_logits.truncate(n);
+    run
 }
 
 /// Greedy argmax: highest value, lowest index on ties.
 pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// Continues greedily for `n` tokens after a prompt whose last logits are `last`, one
-/// token per step at positions `pos0, pos0+1, …` (the n-th token is chosen, not fed back).
-/// Returns the tokens and each step's logits.
-pub fn greedy(ex: &mut Executor<'_>, last: &[f32], pos0: usize, n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
-    let mut toks = Vec::new();
-    let mut steps = vec![last.to_vec()];
-    let mut logits = last.to_vec();
-    for i in 0..n {
-        let t = argmax(&logits) as u32;
-        toks.push(t);
-        if i + 1 < n {
-            logits = ex.forward(&[t], pos0 + i, 1).expect("forward").to_vec();
-            steps.push(logits.clone());
-        }
-    }
-    (toks, steps)
+    runtime::sampler::argmax(v)
 }
 
 pub mod bitexact;
@@ -80,15 +98,16 @@ pub mod cases;
 pub mod dump;
 pub mod parity;
 
-/// Runs one generated case of `op` (from `seed`) on `candidate` and on the scalar reference,
+/// Runs one generated case of `kind` (from `seed`) on `candidate` and on the scalar reference,
 /// and compares: output under the op's tolerance (integer outputs exactly), KV cache
-/// exactly. Returns `Ok(false)` when the candidate does not support the case.
-pub fn check_case(op: &str, seed: u64, candidate: &dyn Backend) -> Result<bool, String> {
-    let mut rng = cases::Rng(seed | 1);
-    let case = cases::case(op, &mut rng);
+/// exactly. Returns `Ok(false)` when the candidate does not plan the case.
+pub fn check_case(kind: OpKind, seed: u64, candidate: &dyn Backend) -> Result<bool, String> {
+    let mut rng = Rng::new(seed);
+    let Some(case) = cases::case(kind, &mut rng) else { return Ok(false) };
     let Some(got) = case.run(candidate) else { return Ok(false) };
     let got = got.map_err(|e| format!("{}: {} failed: {e}", case.id, candidate.name()))?;
-    let want = case.run(&ScalarBackend::new()).expect("scalar supports every case").map_err(|e| format!("{}: scalar: {e}", case.id))?;
+    let want =
+        case.run(&ScalarBackend::new()).expect("scalar plans every case").map_err(|e| format!("{}: scalar: {e}", case.id))?;
     graph::check::check_outputs(&case.op, got.out.view(), want.out.view())
         .map_err(|e| format!("{} on {}: {e}", case.id, candidate.name()))?;
     if got.kv != want.kv {
@@ -97,8 +116,8 @@ pub fn check_case(op: &str, seed: u64, candidate: &dyn Backend) -> Result<bool, 
     Ok(true)
 }
 
-/// Runs the proptest suite of one op on a backend (used by [`backend_suite!`]).
-pub fn run_op_suite(op: &str, candidate: &dyn Backend, source_file: &'static str) {
+/// Runs the proptest suite of one op kind on a backend.
+pub fn run_op_suite(kind: OpKind, candidate: &dyn Backend, source_file: &'static str) {
     use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
     let config = Config {
         cases: 48,
@@ -109,7 +128,7 @@ pub fn run_op_suite(op: &str, candidate: &dyn Backend, source_file: &'static str
     let mut runner = TestRunner::new(config);
     let supported = std::cell::Cell::new(0usize);
     let result = runner.run(&proptest::prelude::any::<u64>(), |seed| {
-        match check_case(op, seed, candidate) {
+        match check_case(kind, seed, candidate) {
             Ok(true) => supported.set(supported.get() + 1),
             Ok(false) => {}
             Err(e) => return Err(TestCaseError::fail(e)),
@@ -117,48 +136,68 @@ pub fn run_op_suite(op: &str, candidate: &dyn Backend, source_file: &'static str
         Ok(())
     });
     if let Err(e) = result {
-        panic!("{op} on {}: {e}", candidate.name());
+        panic!("{} on {}: {e}", kind.name(), candidate.name());
     }
-    if supported.get() == 0 {
-        println!("{op}: not supported by {} (runs on scalar); reported, not failed", candidate.name());
+    match supported.get() {
+        0 => println!("{}: not planned by {} (runs on the next backend); reported, not failed", kind.name(), candidate.name()),
+        n => println!("{} on {}: {n} cases match scalar", kind.name(), candidate.name()),
     }
 }
 
-/// Generates one `#[test]` per op comparing a backend with the scalar reference:
-/// `backend_suite!(avx2, backend_avx2::Avx2Backend::new());` where the constructor returns
-/// `Option<B>` (`None` = not available on this host: the tests say so and pass).
-#[macro_export]
-macro_rules! backend_suite {
-    ($modname:ident, $ctor:expr) => {
-        mod $modname {
-            $crate::backend_suite!(@ops $ctor;
-                embedding "Embedding", rms_norm "RmsNorm", quantize_i8 "QuantizeI8", matmul_i2s "MatMulI2S",
-                matmul_f16 "MatMulF16", matmul_q8_0 "MatMulQ8_0", quantize_q8k "QuantizeQ8K", matmul_tq "MatMulTQ",
-                reshape "Reshape", rope "Rope",
-                attention "Attention", scale "Scale", add "Add", mul "Mul", relu "Relu", sqr "Sqr", silu "Silu",
-                select_outputs "SelectOutputs");
-
-            #[test]
-            fn suite_covers_every_op() {
-                let covered: Vec<&str> = vec!["Embedding", "RmsNorm", "QuantizeI8", "MatMulI2S", "MatMulF16", "MatMulQ8_0",
-                    "QuantizeQ8K", "MatMulTQ", "Reshape", "Rope", "Attention", "Scale", "Add", "Mul", "Relu", "Sqr", "Silu", "SelectOutputs"];
-                for op in graph::Op::all_names() {
-                    assert!(
-                        covered.contains(op) || $crate::cases::SOURCE_OPS.contains(op),
-                        "op {op} has no case in backend_suite!"
-                    );
-                }
+/// Every registered backend other than the scalar reference, with a visible line for each
+/// that this CPU cannot run.
+pub fn registered_candidates() -> Vec<Arc<dyn Backend>> {
+    runtime::backends::REGISTRY
+        .iter()
+        .filter(|e| e.name != "scalar")
+        .filter_map(|e| match (e.make)() {
+            Some(b) => Some(b),
+            None => {
+                println!("SKIPPED: backend {} is not available on this machine (needs {})", e.name, e.requires);
+                None
             }
+        })
+        .collect()
+}
+
+/// Runs the suite of `kind` on every backend `make` gives.
+pub fn run_kind(kind: OpKind, backends: &[Arc<dyn Backend>], source_file: &'static str) {
+    if !kind.has_kernel() {
+        assert!(cases::case(kind, &mut Rng::new(1)).is_none(), "{} has no kernel, so no case", kind.name());
+        return;
+    }
+    if backends.is_empty() {
+        println!("SKIPPED: {}: no backend to compare with scalar on this machine", kind.name());
+    }
+    for b in backends {
+        run_op_suite(kind, b.as_ref(), source_file);
+    }
+}
+
+/// Generates one `#[test]` per op kind (named after the kind) comparing backends with the
+/// scalar reference: `op_suite!(name, backends_expr)` where `backends_expr` is a
+/// `Vec<Arc<dyn Backend>>` (e.g. [`registered_candidates()`]). The list of kinds comes from
+/// [`graph::with_op_kinds!`], so a new op gets its test without any edit here.
+#[macro_export]
+macro_rules! op_suite {
+    ($modname:ident, $backends:expr) => {
+        mod $modname {
+            #[allow(unused_imports)]
+            use super::*;
+            graph::with_op_kinds!($crate::__op_suite_tests, $backends);
         }
     };
-    (@ops $ctor:expr; $($f:ident $op:literal),* $(,)?) => {
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __op_suite_tests {
+    ([$backends:expr] $($k:ident),* $(,)?) => {
         $(
             #[test]
-            fn $f() {
-                match $ctor {
-                    Some(b) => $crate::run_op_suite($op, &b, file!()),
-                    None => println!("{}: backend not available on this host; skipped", $op),
-                }
+            #[allow(non_snake_case)]
+            fn $k() {
+                $crate::run_kind(graph::OpKind::$k, &$backends, file!());
             }
         )*
     };

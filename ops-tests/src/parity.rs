@@ -5,7 +5,11 @@ use std::collections::HashMap;
 
 use gguf::lower::names::reference_entry;
 
-use crate::{argmax, executor, greedy, open_model, prompt_logits, shared, shared_json};
+use std::sync::Arc;
+
+use graph::{ExecConfig, Executor, Node, StepHook, TensorRef};
+
+use crate::{argmax, load, open_model, run_prompt, shared, shared_json};
 
 /// One prompt of a reference `index.json`.
 pub struct Prompt {
@@ -78,23 +82,24 @@ pub fn compare_prompt_logits(dir: &str, p: &Prompt, got: &[f32], n_vocab: usize)
     (maxd, bad)
 }
 
-/// Runs every prompt of `dir` through `model` in micro-batches of `ubatch` and checks
-/// logits and 32 greedy tokens against the reference.
+/// Runs every prompt of `dir` through `model` (on the scalar reference) in micro-batches of
+/// `ubatch` and checks logits and 32 greedy tokens against the reference.
 pub fn run_mode(model: &str, dir: &str, ubatch: usize) {
-    let file = open_model(model);
-    let n_vocab = gguf::lower(&file).unwrap().hparams.n_vocab;
+    let m = load(model, "scalar", ubatch);
+    let n_vocab = m.n_vocab();
     let mut worst = 0.0f32;
     for p in prompts(dir) {
-        let mut ex = executor(&file, None, 512);
-        let logits = prompt_logits(&mut ex, &p.tokens, ubatch);
-        let (maxd, bad) = compare_prompt_logits(dir, &p, &logits, n_vocab);
+        let run = run_prompt(&m, &p.tokens, 32);
+        let (maxd, bad) = compare_prompt_logits(dir, &p, &run.prompt_logits, n_vocab);
         worst = worst.max(maxd);
-        println!("{dir} ubatch {ubatch} {}: {} positions, max |Δlogit| {maxd:e}, argmax mismatches (gap ≥ 1e-3): {bad}", p.id, p.tokens.len());
+        println!(
+            "{dir} ubatch {ubatch} {}: {} positions, max |Δlogit| {maxd:e}, argmax mismatches (gap ≥ 1e-3): {bad}",
+            p.id,
+            p.tokens.len()
+        );
         assert_eq!(bad, 0, "{}: argmax differs at a position with a clear top-1", p.id);
         assert!(maxd <= 1e-2, "{}: max |Δlogit| {maxd} exceeds 1e-2", p.id);
-
-        let last = &logits[logits.len() - n_vocab..];
-        let (gen, _) = greedy(&mut ex, last, p.tokens.len(), 32);
+        let gen = &run.tokens;
         if let Some(k) = gen.iter().zip(&p.gen_tokens).position(|(a, b)| a != b) {
             let gap = p.gaps[k];
             println!("{}: greedy diverges at step {k} where the reference's top-1/top-2 gap is {gap:e}", p.id);
@@ -106,17 +111,59 @@ pub fn run_mode(model: &str, dir: &str, ubatch: usize) {
     println!("{dir}: worst max |Δlogit| over all prompts: {worst:e}");
 }
 
+/// Compares each node output of a step with the reference dump entry the name table maps it
+/// to, bit for bit.
+struct DumpCompare<'a> {
+    table: std::collections::HashMap<(String, String, usize), &'a serde_json::Value>,
+    dump_dir: &'a str,
+    failures: Vec<String>,
+    checked: usize,
+}
+
+impl StepHook for DumpCompare<'_> {
+    fn after(&mut self, _id: usize, node: &Node, _inputs: &[TensorRef<'_>], out: TensorRef<'_>) {
+        let Some(r) = reference_entry(&node.name, &node.op) else { return };
+        let Some(e) = self.table.get(&(r.name.clone(), r.op.to_string(), r.occurrence)) else {
+            self.failures.push(format!("{}: no reference entry {:?}", node.name, r));
+            return;
+        };
+        // The logits node may point at the shipped logits file instead of a copy.
+        let file = e["file"].as_str().or_else(|| e["same_as"].as_str()).expect("dump entry has a file");
+        let want = gguf::npy::read_f32(shared(&format!("{}/{file}", self.dump_dir))).unwrap();
+        let got = out.f32().unwrap();
+        if got.len() != want.data.len() {
+            self.failures.push(format!("{}: {} values, reference {}", node.name, got.len(), want.data.len()));
+            return;
+        }
+        let diff = got.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+        let maxd = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        if diff > 0 {
+            self.failures.push(format!(
+                "{} ({} {}): {diff} of {} values differ, max |Δ| {maxd:e}",
+                node.name,
+                r.name,
+                r.op,
+                got.len()
+            ));
+        }
+        self.checked += 1;
+    }
+}
 
 /// Compares every mapped node of the forward passes of a dump folder with our executor's
-/// outputs. `prefill` runs first without checks (it fills the KV cache, for dumps of a
-/// generation step); `passes` are (tokens, pos0, n_outputs), run in order on one KV cache,
-/// each matched with its slice of the dump. Reports the first node that differs.
+/// outputs (scalar reference). `prefill` runs first without checks (it fills the KV cache,
+/// for dumps of a generation step); `passes` are (tokens, pos0, n_outputs), run in order on
+/// one KV cache, each matched with its slice of the dump. Reports the first node that
+/// differs.
 pub fn compare_nodes(model: &str, dump_dir: &str, prefill: &[u32], passes: &[(Vec<u32>, usize, usize)]) {
     let file = open_model(model);
+    let graph = gguf::lower(&file).expect("lowering").graph;
     let index = shared_json(&format!("{dump_dir}/index.json"));
     let entries = index["tensors"].as_array().unwrap();
     let per_pass = entries.len() / passes.len();
-    let mut ex = executor(&file, None, 512);
+    let weights = Arc::new(gguf::lower::ModelWeights::new(file));
+    let mut ex =
+        Executor::standalone(graph, weights, &[runtime::backends::reference()], ExecConfig::solo(512, 512)).expect("executor");
     if !prefill.is_empty() {
         ex.forward(prefill, 0, 1).unwrap();
     }
@@ -131,35 +178,15 @@ pub fn compare_nodes(model: &str, dump_dir: &str, prefill: &[u32], passes: &[(Ve
             table.insert((key.0, key.1, *occ), e);
             *occ += 1;
         }
-        let mut failures: Vec<String> = Vec::new();
-        let mut obs = |_id: usize, node: &graph::Node, out: graph::TensorRef<'_>| {
-            let Some(r) = reference_entry(&node.name, &node.op) else { return };
-            let Some(e) = table.get(&(r.name.clone(), r.op.to_string(), r.occurrence)) else {
-                failures.push(format!("{}: no reference entry {:?}", node.name, r));
-                return;
-            };
-            // The logits node may point at the shipped logits file instead of a copy.
-            let file = e["file"].as_str().or_else(|| e["same_as"].as_str()).expect("dump entry has a file");
-            let want = gguf::npy::read_f32(shared(&format!("{dump_dir}/{file}"))).unwrap();
-            let got = out.f32().unwrap();
-            if got.len() != want.data.len() {
-                failures.push(format!("{}: {} values, reference {}", node.name, got.len(), want.data.len()));
-                return;
-            }
-            let diff = got.iter().zip(&want.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
-            let maxd = got.iter().zip(&want.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-            if diff > 0 {
-                failures.push(format!("{} ({} {}): {diff} of {} values differ, max |Δ| {maxd:e}", node.name, r.name, r.op, got.len()));
-            }
-            checked += 1;
-        };
-        ex.forward_observed(tokens, *pos0, *n_out, Some(&mut obs)).unwrap();
+        let mut hook = DumpCompare { table, dump_dir, failures: Vec::new(), checked: 0 };
+        ex.forward_hooked(tokens, *pos0, *n_out, Some(&mut hook)).unwrap();
+        let failures = hook.failures;
         assert!(failures.is_empty(), "{dump_dir} pass {pi}: first differing node: {}\nall: {failures:#?}", failures[0]);
+        checked += hook.checked;
     }
     println!("{dump_dir}: {checked} node outputs bit-identical to the reference");
     // Every node the name table maps must have been found and compared, in every pass.
-    let mapped = ex.graph().nodes().iter().filter(|n| reference_entry(&n.name, &n.op).is_some()).count();
+    let mapped = ex.graph().iter().filter(|(_, n)| reference_entry(&n.name, &n.op).is_some()).count();
     assert!(mapped >= 20, "the name table maps only {mapped} nodes");
     assert_eq!(checked, passes.len() * mapped, "compared {checked} node outputs, expected {mapped} per pass");
 }
-

@@ -7,11 +7,9 @@
 //! bytes, and guard sentinels around every output. Hosts without AVX2/FMA/F16C (or with
 //! `BITNET_DISABLE_AVX2=1`) skip with a note. Run with `--release`.
 //!
-//! `avx2_kernel_throughput` (ignored) times the main kernels on both backends:
-//! `cargo test --release -p ops-tests --test avx2_kernels -- --ignored --nocapture`.
+//! Kernel throughput is measured by the criterion benches (`cargo bench -p benches`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use backend_avx2::Avx2Backend;
 use backend_scalar::ScalarBackend;
@@ -32,24 +30,22 @@ fn avx2() -> Option<Avx2Backend> {
     b
 }
 
-/// xorshift64* (deterministic test data).
-struct Rng(u64);
+/// The project's PRNG ([`ops_tests::Rng`]) with the draws these tests use.
+struct Rng(ops_tests::Rng);
 
 impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(ops_tests::Rng::new(seed))
+    }
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next_u64()
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
     /// Uniform in [lo, hi).
     fn f32(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+        self.0.f32(lo, hi)
     }
     fn i8(&mut self) -> i8 {
         self.next() as u8 as i8
@@ -166,12 +162,12 @@ fn run_op_kv(
 ) -> Out {
     let facts: Vec<TensorFact> = inputs.iter().map(Input::fact).collect();
     let frefs: Vec<&TensorFact> = facts.iter().collect();
-    assert!(b.supports(op, &frefs), "{id}: {} does not support it", b.name());
+    let kernel = b.plan(op, &frefs).unwrap_or_else(|| panic!("{id}: {} does not plan it", b.name()));
     let views: Vec<TensorRef<'_>> = inputs.iter().map(Input::view).collect();
     if matches!(out_dtype, DType::Q8Tok | DType::Q8K) {
         let mut buf = vec![SENTINEL_U8; len + 2 * GUARD];
         let mut out = TensorMut { dtype: out_dtype, dims: out_dims, data: DataMut::Bytes(&mut buf[GUARD..GUARD + len]) };
-        b.eval(op, &views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
+        kernel.run(&views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
         assert!(
             buf[..GUARD].iter().chain(&buf[GUARD + len..]).all(|&x| x == SENTINEL_U8),
             "{id}: {} wrote outside its output",
@@ -181,7 +177,7 @@ fn run_op_kv(
     } else {
         let mut buf = vec![f32::from_bits(SENTINEL_F32); len + 2 * GUARD];
         let mut out = TensorMut { dtype: out_dtype, dims: out_dims, data: DataMut::F32(&mut buf[GUARD..GUARD + len]) };
-        b.eval(op, &views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
+        kernel.run(&views, &mut out, kv).unwrap_or_else(|e| panic!("{id} on {}: {e}", b.name()));
         assert!(
             buf[..GUARD].iter().chain(&buf[GUARD + len..]).all(|x| x.to_bits() == SENTINEL_F32),
             "{id}: {} wrote outside its output",
@@ -229,7 +225,7 @@ const LENGTHS: [usize; 9] = [1, 7, 31, 32, 33, 255, 256, 257, 2560];
 #[test]
 fn quantize_i8_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     let mut n = 0;
     for &k in &LENGTHS {
         for t in [1usize, 2, 3, 5] {
@@ -319,7 +315,7 @@ fn matmul_i2s_bit_exact() {
 }
 
 fn matmul_i2s_cases(a: &Avx2Backend) {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     let mut n = 0;
     for mg in [1usize, 2, 3, 20, 33, 54] {
         let k = 128 * mg;
@@ -389,7 +385,7 @@ fn i2s_lane_wrap_cases(a: &Avx2Backend) {
 #[test]
 fn rope_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut n = 0;
     // Head dims with and without a vector tail (n_rot/2 % 8), partial rotation, both styles,
     // positions up to past the 2B context, both bases.
@@ -423,7 +419,7 @@ fn f16_bytes(v: &[f32]) -> Vec<u8> {
 #[test]
 fn matmul_f16_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let mut n = 0;
     for k in [1usize, 7, 8, 31, 32, 33, 64, 255, 256, 257, 2560] {
         for m in [1usize, 3, 4, 8, 37] {
@@ -432,10 +428,23 @@ fn matmul_f16_bit_exact() {
                     let wv = fill(&mut rng, m * k, if kind == Fill::Wide { Fill::Normal } else { kind });
                     let x = fill(&mut rng, t * k, kind);
                     let (wo, xo) = (1 + n % 31, n % 8);
-                    let id = format!("MatMulF16(w=[{m},{k}],t={t},fill={kind:?},off={wo}/{xo})");
-                    let inp = [Input::bytes(DType::F16, &[m, k], &f16_bytes(&wv), wo), Input::f32(&[t, k], &x, xo)];
-                    check(&a, &id, &Op::MatMulF16, &inp, DType::F32, &[t, m], t * m);
-                    n += 1;
+                    // One sequence (every row shares it: dotblas for t ≥ 2), or one per row
+                    // (every row alone: dot16), or a mix.
+                    for (si, seqs) in
+                        [vec![0i32; t], (0..t as i32).collect(), (0..t as i32).map(|i| i / 2).collect()].iter().enumerate()
+                    {
+                        if si > 0 && t == 1 {
+                            break;
+                        }
+                        let id = format!("MatMulF16(w=[{m},{k}],t={t},seqs={seqs:?},fill={kind:?},off={wo}/{xo})");
+                        let inp = [
+                            Input::bytes(DType::F16, &[m, k], &f16_bytes(&wv), wo),
+                            Input::f32(&[t, k], &x, xo),
+                            Input::i32(&[t], seqs),
+                        ];
+                        check(&a, &id, &Op::MatMulF16, &inp, DType::F32, &[t, m], t * m);
+                        n += 1;
+                    }
                 }
             }
         }
@@ -461,7 +470,7 @@ fn block_head_cases(
     rows: &[usize],
     weights: fn(&mut Rng, usize, usize) -> Vec<u8>,
 ) -> usize {
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let mut n = 0;
     for k in [32usize, 64, 96, 384, 2560] {
         for &m in rows {
@@ -507,7 +516,7 @@ const TQ_BLOCKS: [usize; 5] = [1, 2, 3, 10, 27];
 #[test]
 fn quantize_q8k_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     let mut n = 0;
     for &mb in &TQ_BLOCKS {
         let k = 256 * mb;
@@ -639,7 +648,7 @@ fn tq_weights(rng: &mut Rng, wty: DType, m: usize, k: usize, raw: bool) -> Vec<u
 #[test]
 fn matmul_tq_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(12);
+    let mut rng = Rng::new(12);
     let mut n = 0;
     for wty in [DType::TQ2_0, DType::TQ1_0] {
         for &mb in &TQ_BLOCKS {
@@ -668,7 +677,7 @@ fn matmul_tq_same_codes_same_bits() {
     // TQ1_0 and TQ2_0 blocks with the same codes and scales give identical bits (both
     // kernels put element i into lane (i mod 32) div 4), on the AVX2 backend too.
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(13);
+    let mut rng = Rng::new(13);
     let (m, k, t) = (9usize, 256 * 3, 3usize);
     let (mut w2, mut w1) = (Vec::new(), Vec::new());
     for _ in 0..m * k / 256 {
@@ -719,7 +728,7 @@ fn matmul_q4_0_bit_exact() {
 #[test]
 fn rms_norm_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let mut n = 0;
     for &d in LENGTHS.iter().chain(&[6912]) {
         for rows in [1usize, 2, 3] {
@@ -742,7 +751,7 @@ fn rms_norm_bit_exact() {
 #[test]
 fn elementwise_bit_exact() {
     let Some(a) = avx2() else { return };
-    let mut rng = Rng(6);
+    let mut rng = Rng::new(6);
     let mut n = 0;
     for &len in LENGTHS.iter().chain(&[70001]) {
         for kind in [Fill::Normal, Fill::Wide, Fill::Special, Fill::WithNan] {
@@ -761,19 +770,19 @@ fn elementwise_bit_exact() {
                 let src = if op == Op::Silu { &s } else { &x };
                 check(&a, &id, &op, &[Input::f32(&[len], src, off)], DType::F32, &[len], len);
             }
-            let id = format!("Reshape(len={len})");
-            let op = Op::Reshape { to: Shape::fixed(&[len]) };
-            check(&a, &id, &op, &[Input::f32(&[len], &x, off)], DType::F32, &[len], len);
             n += 1;
         }
     }
-    // SelectOutputs keeps the last rows.
-    for (t, o, d) in [(1usize, 1usize, 7usize), (5, 1, 33), (5, 5, 33), (17, 3, 256)] {
+    // SelectOutputs gathers rows: the last ones, a middle one, all of them, every other one.
+    for (t, rows, d) in
+        [(1usize, vec![0i32], 7usize), (5, vec![4], 33), (5, vec![2], 33), (5, (0..5).collect(), 33), (17, vec![1, 3, 16], 256)]
+    {
         let x = fill(&mut rng, t * d, Fill::Special);
-        let id = format!("SelectOutputs(t={t},o={o},d={d})");
-        check(&a, &id, &Op::SelectOutputs, &[Input::f32(&[t, d], &x, 1)], DType::F32, &[o, d], o * d);
+        let o = rows.len();
+        let id = format!("SelectOutputs(t={t},rows={rows:?},d={d})");
+        check(&a, &id, &Op::SelectOutputs, &[Input::f32(&[t, d], &x, 1), Input::i32(&[o], &rows)], DType::F32, &[o, d], o * d);
     }
-    println!("Add, Mul, Relu, Sqr, Silu, Reshape: {n} lengths × fills bit-exact; SelectOutputs too");
+    println!("Add, Mul, Relu, Sqr, Silu: {n} lengths × fills bit-exact; SelectOutputs too");
 }
 
 #[test]
@@ -796,7 +805,7 @@ fn vexp_special_branches_bit_exact() {
 fn attention_bit_exact() {
     let Some(a) = avx2() else { return };
     let s = ScalarBackend::new();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     // (H, Hkv, hd, n_ctx): GQA, MHA, hd with a tail (not a multiple of 32), a context that
     // is not a multiple of 32.
     for (h, hkv, hd, n_ctx) in
@@ -817,16 +826,18 @@ fn attention_bit_exact() {
             let k = fill(&mut rng, t * hkv * hd, kind);
             let v = fill(&mut rng, t * hkv * hd, Fill::Normal);
             let pos: Vec<i32> = (pos0..pos0 + t).map(|p| p as i32).collect();
+            let seqs = vec![0i32; t];
             let inputs = [
                 Input::f32(&[t, h, hd], &q, step % 8),
                 Input::f32(&[t, hkv, hd], &k, 1),
                 Input::f32(&[t, hkv, hd], &v, 2),
                 Input::i32(&[t], &pos),
+                Input::i32(&[t], &seqs),
             ];
             let id = format!("Attention(H={h},Hkv={hkv},hd={hd},n_ctx={n_ctx},pos={pos0},t={t})");
-            let mut kvs = KvLayer { k: &mut ks, v: &mut vs, n_ctx: stride };
+            let mut kvs = KvLayer { k: &mut ks, v: &mut vs, n_ctx: stride, n_slots: 1 };
             let want = run_op_kv(&s, &id, &op, &inputs, DType::F32, &[t, h * hd], t * h * hd, Some(&mut kvs));
-            let mut kva = KvLayer { k: &mut ka, v: &mut va, n_ctx: stride };
+            let mut kva = KvLayer { k: &mut ka, v: &mut va, n_ctx: stride, n_slots: 1 };
             let got = run_op_kv(&a, &id, &op, &inputs, DType::F32, &[t, h * hd], t * h * hd, Some(&mut kva));
             assert_same(&id, &want, &got);
             assert!(ks.iter().zip(&ka).all(|(x, y)| x.to_bits() == y.to_bits()), "{id}: K caches differ");
@@ -837,42 +848,55 @@ fn attention_bit_exact() {
 }
 
 #[test]
-fn supports_and_kernel_names() {
+fn plans_and_kernel_names() {
     let Some(a) = avx2() else { return };
     let f = |dt: DType, dims: &[usize]| TensorFact::new(dt, Shape::new(dims.iter().map(|&d| Dim::Fixed(d))));
+    let name = |op: &Op, ins: &[&TensorFact]| a.plan(op, ins).map(|k| k.name().to_string());
     let (w, x) = (f(DType::I2S, &[8, 256]), f(DType::Q8Tok, &[1, 256]));
-    assert!(a.supports(&Op::MatMulI2S, &[&w, &x]));
-    assert_eq!(a.kernel_name(&Op::RmsNorm { eps: 1e-5 }, &[]), "rms_norm_f32_avx2");
-    assert!(a.kernel_name(&Op::MatMulI2S, &[&w, &x]).starts_with("vec_dot_i2s_i8_"));
+    assert!(name(&Op::MatMulI2S, &[&w, &x]).unwrap().starts_with("vec_dot_i2s_i8_"));
+    let (xn, wn) = (f(DType::F32, &[1, 8]), f(DType::F32, &[8]));
+    assert_eq!(name(&Op::RmsNorm { eps: 1e-5 }, &[&xn, &wn]).as_deref(), Some("rms_norm_f32_avx2"));
     let xf = f(DType::F32, &[1, 4, 8]);
     let pos = f(DType::I32, &[1]);
     let rope = Op::Rope { n_rot: 8, freq_base: 10000.0, style: graph::RopeStyle::Neox };
-    assert!(a.supports(&rope, &[&xf, &pos]));
-    assert_eq!(a.kernel_name(&rope, &[&xf, &pos]), "rope_neox_f32_avx2");
-    assert!(!a.supports(&rope, &[&xf, &f(DType::F32, &[1])]), "positions must be i32");
-    assert!(!a.supports(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]), "Embedding stays on scalar");
-    assert!(!a.supports(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]), "wrong weight dtype");
+    assert_eq!(name(&rope, &[&xf, &pos]).as_deref(), Some("rope_neox_f32_avx2"));
+    assert!(name(&rope, &[&xf, &f(DType::F32, &[1])]).is_none(), "positions must be i32");
+    assert!(name(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]).is_none(), "Embedding stays on scalar");
+    assert!(name(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]).is_none(), "wrong weight dtype");
     // Q4_0 heads, the Q8_K quantizer and the TQ products.
     let xf2 = f(DType::F32, &[1, 512]);
-    for (wty, name) in [(DType::Q8_0, "vec_dot_q8_0_q8_0_"), (DType::Q4_0, "vec_dot_q4_0_q8_0_avx2")] {
+    for (wty, prefix) in [(DType::Q8_0, "vec_dot_q8_0_q8_0_"), (DType::Q4_0, "vec_dot_q4_0_q8_0_")] {
         let w = f(wty, &[8, 512]);
-        assert!(a.supports(&Op::MatMulQ8_0, &[&w, &xf2]), "{wty}");
-        assert!(a.kernel_name(&Op::MatMulQ8_0, &[&w, &xf2]).starts_with(name));
+        assert!(name(&Op::MatMulQ8_0, &[&w, &xf2]).unwrap().starts_with(prefix), "{wty}");
     }
-    assert!(!a.supports(&Op::MatMulQ8_0, &[&f(DType::TQ2_0, &[8, 512]), &xf2]));
-    assert!(a.supports(&Op::QuantizeQ8K, &[&xf2]));
-    assert!(!a.supports(&Op::QuantizeQ8K, &[&f(DType::F32, &[1, 384])]), "K % 256 != 0");
-    assert!(!a.supports(&Op::QuantizeQ8K, &[&f(DType::F16, &[1, 512])]));
-    assert_eq!(a.kernel_name(&Op::QuantizeQ8K, &[&xf2]), "quantize_row_q8_k_avx2");
+    assert!(name(&Op::MatMulQ8_0, &[&f(DType::TQ2_0, &[8, 512]), &xf2]).is_none());
+    assert_eq!(name(&Op::QuantizeQ8K, &[&xf2]).as_deref(), Some("quantize_row_q8_k_avx2"));
+    assert!(name(&Op::QuantizeQ8K, &[&f(DType::F32, &[1, 384])]).is_none(), "K % 256 != 0");
+    assert!(name(&Op::QuantizeQ8K, &[&f(DType::F16, &[1, 512])]).is_none());
     let xk = f(DType::Q8K, &[1, 512]);
-    for (wty, name) in [(DType::TQ2_0, "vec_dot_tq2_0_q8_k_avx2"), (DType::TQ1_0, "vec_dot_tq1_0_q8_k_avx2")] {
+    for (wty, prefix) in [(DType::TQ2_0, "vec_dot_tq2_0_q8_k_"), (DType::TQ1_0, "vec_dot_tq1_0_q8_k_")] {
         let w = f(wty, &[8, 512]);
-        assert!(a.supports(&Op::MatMulTQ, &[&w, &xk]), "{wty}");
-        assert_eq!(a.kernel_name(&Op::MatMulTQ, &[&w, &xk]), name);
-        assert!(!a.supports(&Op::MatMulTQ, &[&w, &xf2]), "{wty} × f32");
+        assert!(name(&Op::MatMulTQ, &[&w, &xk]).unwrap().starts_with(prefix), "{wty}");
+        assert!(name(&Op::MatMulTQ, &[&w, &xf2]).is_none(), "{wty} × f32");
     }
-    assert!(!a.supports(&Op::MatMulTQ, &[&f(DType::Q4_0, &[8, 512]), &xk]));
+    assert!(name(&Op::MatMulTQ, &[&f(DType::Q4_0, &[8, 512]), &xk]).is_none());
     assert_eq!(a.name(), "avx2");
+}
+
+/// An executor of a shared model on `backends` (one sequence of `n_ctx` positions).
+fn executor(name: &str, backends: Vec<Arc<dyn Backend>>, n_ctx: usize) -> graph::Executor {
+    let file = open_model(name);
+    let g = gguf::lower(&file).expect("lowering").graph;
+    let w = Arc::new(gguf::lower::ModelWeights::new(file));
+    graph::Executor::standalone(g, w, &backends, graph::ExecConfig::solo(n_ctx, n_ctx)).expect("executor")
+}
+
+fn scalar_only() -> Vec<Arc<dyn Backend>> {
+    vec![Arc::new(ScalarBackend::new())]
+}
+
+fn avx2_first(a: Avx2Backend) -> Vec<Arc<dyn Backend>> {
+    vec![Arc::new(a), Arc::new(ScalarBackend::new())]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -881,11 +905,10 @@ fn supports_and_kernel_names() {
 #[test]
 fn tiny_model_logits_bit_exact() {
     let Some(a) = avx2() else { return };
-    let file = open_model("tiny-i2_s.gguf");
     let p1: [u32; 6] = [128000, 791, 6864, 315, 9822, 374];
-    let mut exs = executor(&file, None, 512);
-    let mut exa = executor(&file, Some(Arc::new(a)), 512);
-    println!("plan: {}", exa.plan_summary());
+    let mut exs = executor("tiny-i2_s.gguf", scalar_only(), 512);
+    let mut exa = executor("tiny-i2_s.gguf", avx2_first(a), 512);
+    println!("plan: {}", exa.program().plan_summary());
     // Batched: every position's logits (dotblas head), then two decode steps.
     let ls = exs.forward(&p1, 0, p1.len()).unwrap().to_vec();
     let la = exa.forward(&p1, 0, p1.len()).unwrap().to_vec();
@@ -912,12 +935,11 @@ fn other_shared_models_logits_bit_exact() {
     // TQ2_0 weights, Q8_0 / Q4_0 heads): whatever runs on avx2 there must not change a bit.
     let Some(a) = avx2() else { return };
     for name in ["b1-spm-i2_s.gguf", "llama-tern-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf"] {
-        let file = open_model(name);
-        let n_vocab = gguf::lower(&file).expect("lowering").hparams.n_vocab;
+        let n_vocab = gguf::lower(&open_model(name)).expect("lowering").hparams.n_vocab;
         let toks: Vec<u32> = (0..7u32).map(|i| (1 + i * 7919) % n_vocab as u32).collect();
-        let mut exs = executor(&file, None, 64);
-        let mut exa = executor(&file, Some(Arc::new(a)), 64);
-        println!("{name}: {}", exa.plan_summary());
+        let mut exs = executor(name, scalar_only(), 64);
+        let mut exa = executor(name, avx2_first(a), 64);
+        println!("{name}: {}", exa.program().plan_summary());
         let ls = exs.forward(&toks, 0, toks.len()).unwrap().to_vec();
         let la = exa.forward(&toks, 0, toks.len()).unwrap().to_vec();
         assert_same_f32(&format!("{name} batched"), &ls, &la);
@@ -938,12 +960,11 @@ fn tq_models_logits_bit_exact() {
     let Some(a) = avx2() else { return };
     let toks: [u32; 6] = [1, 450, 7483, 310, 3444, 338];
     for name in ["b158-spm-tq2_0.gguf", "b158-spm-tq1_0.gguf"] {
-        let file = open_model(name);
-        let mut exs = executor(&file, None, 64);
-        let mut exa = executor(&file, Some(Arc::new(a)), 64);
-        let plan = exa.plan_summary();
+        let mut exs = executor(name, scalar_only(), 64);
+        let mut exa = executor(name, avx2_first(a), 64);
+        let plan = exa.program().plan_summary();
         println!("{name}: {plan}");
-        let fallback = plan.split("fallback to scalar for ").nth(1).unwrap_or("");
+        let fallback = plan.split("scalar: ").nth(1).unwrap_or("");
         for op in ["MatMulTQ", "QuantizeQ8K"] {
             assert!(!fallback.contains(op), "{name}: {op} falls back to scalar: {plan}");
         }
@@ -961,156 +982,9 @@ fn tq_models_logits_bit_exact() {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Throughput (ignored by default)
-
-/// Best (minimum) seconds of `reps` runs of `f`: the VM is shared and noisy, and the
-/// minimum is the least disturbed run.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64()
-        })
-        .collect();
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[0]
-}
-
-/// `n` copies of `w`, each 4 KiB page made unique (its first 8 bytes overwritten), so that
-/// no layer below us (the hypervisor's page merging, the caches) can serve one copy from
-/// another: the GEMV passes stream from DRAM as a real model's layers do.
-fn distinct_copies(w: &[u8], n: usize) -> Vec<Vec<u8>> {
-    let mut page = 0u64;
-    (0..n)
-        .map(|_| {
-            let mut c = w.to_vec();
-            for chunk in c.chunks_mut(4096) {
-                let l = chunk.len().min(8);
-                page += 1;
-                chunk[..l].copy_from_slice(&page.to_le_bytes()[..l]);
-            }
-            c
-        })
-        .collect()
-}
-
-/// Runs a matmul `op` on `b` over `copies` (weights cycled so that they stream from DRAM)
-/// and returns seconds per product.
-#[allow(clippy::too_many_arguments)]
-fn time_matmul(
-    b: &dyn Backend,
-    op: &Op,
-    wdt: DType,
-    m: usize,
-    k: usize,
-    copies: &[Vec<u8>],
-    x: &Input,
-    t: usize,
-    reps: usize,
-) -> f64 {
-    let mut out = vec![0.0f32; t * m];
-    let xv = x.view();
-    let dims = [t, m];
-    let wdims = [m, k];
-    let secs = time(reps, || {
-        for c in copies {
-            let w = TensorRef { dtype: wdt, dims: &wdims, data: Data::Bytes(c) };
-            let mut o = TensorMut { dtype: DType::F32, dims: &dims, data: DataMut::F32(&mut out) };
-            b.eval(op, &[w, xv], &mut o, None).unwrap();
-        }
-    });
-    secs / copies.len() as f64
-}
-
-#[test]
-#[ignore = "timing; run with --release -- --ignored --nocapture"]
-fn avx2_kernel_throughput() {
-    let Some(a) = avx2() else { return };
-    let s = ScalarBackend::new();
-    // BENCH_FILTER=i2s|f16 runs one family only.
-    let filter = std::env::var("BENCH_FILTER").unwrap_or_default();
-    // BENCH_NO_SCALAR=1 skips the (slow) scalar runs.
-    let with_scalar = std::env::var_os("BENCH_NO_SCALAR").is_none();
-    let s_or_skip = |f: &mut dyn FnMut() -> f64| if with_scalar { f() } else { f64::NAN };
-    // BENCH_THREADS overrides the 2 threads.
-    let threads = std::env::var("BENCH_THREADS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-    pool.install(|| {
-        let mut rng = Rng(9);
-        // Read bandwidth of this machine (2 threads, 1 GiB).
-        {
-            use rayon::prelude::*;
-            let buf: Vec<u64> = (0..1u64 << 27).collect();
-            let secs = time(5, || {
-                // Eight independent lanes, so that the adds never limit the read rate.
-                let s: u64 = buf
-                    .par_chunks(1 << 16)
-                    .map(|c| {
-                        let mut acc = [0u64; 8];
-                        for v in c.chunks_exact(8) {
-                            for (a, &x) in acc.iter_mut().zip(v) {
-                                *a = a.wrapping_add(x);
-                            }
-                        }
-                        acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-                    })
-                    .sum();
-                assert_eq!(s, (1u64 << 27) * ((1 << 27) - 1) / 2);
-            });
-            println!("read bandwidth, {threads} threads: {:.1} GB/s", (8usize << 27) as f64 / secs / 1e9);
-        }
-        let fmt = |name: &str, bytes: usize, macs: usize, ts: f64, ta: f64| {
-            println!(
-                "{name:<34} scalar {:>7.2} ms {:>6.2} GB/s {:>7.1} GOPS | avx2 {:>7.3} ms {:>6.2} GB/s {:>7.1} GOPS | ×{:.1}",
-                ts * 1e3,
-                bytes as f64 / ts / 1e9,
-                macs as f64 / ts / 1e9,
-                ta * 1e3,
-                bytes as f64 / ta / 1e9,
-                macs as f64 / ta / 1e9,
-                ts / ta
-            );
-        };
-        // I2_S: [M, K] = [6912, 2560] (gate/up) and [2560, 6912] (down). Enough copies to
-        // stream ~1 GB from DRAM per GEMV pass.
-        for (m, k) in [(6912usize, 2560usize), (2560, 6912)] {
-            if !"i2s".contains(filter.as_str()) {
-                break;
-            }
-            let codes: Vec<u8> = (0..m * k).map(|_| rng.below(3) as u8).collect();
-            let w = graph::quant::pack_i2s(&codes, 0.7, &[0; 28]);
-            let n_copies = (1usize << 30) / w.len();
-            let copies = distinct_copies(&w, n_copies);
-            for t in [1usize, 128] {
-                let x = Input::bytes(DType::Q8Tok, &[t, k], &q8tok_rows(&mut rng, t, k, Acts::Random), 0);
-                let cs = if t == 1 { &copies[..] } else { &copies[..1] };
-                let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulI2S, DType::I2S, m, k, cs, &x, t, 3));
-                let ta = time_matmul(&a, &Op::MatMulI2S, DType::I2S, m, k, cs, &x, t, 5);
-                let bytes = if t == 1 { w.len() } else { 0 };
-                fmt(&format!("I2_S {m}x{k} T={t}"), bytes, m * k * t, ts, ta);
-            }
-        }
-        // F16 LM head [128256, 2560], one token (2 copies: 1.3 GB), and 128 tokens on 8192 rows.
-        if "f16".contains(filter.as_str()) {
-            let (m, k) = (128256usize, 2560usize);
-            let wv: Vec<u8> = (0..m * k).flat_map(|_| f16::from_f32(rng.f32(-0.1, 0.1)).to_le_bytes()).collect();
-            let copies = distinct_copies(&wv, 2);
-            let x = Input::f32(&[1, k], &fill(&mut rng, k, Fill::Normal), 0);
-            let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulF16, DType::F16, m, k, &copies, &x, 1, 3));
-            let ta = time_matmul(&a, &Op::MatMulF16, DType::F16, m, k, &copies, &x, 1, 5);
-            fmt(&format!("F16 {m}x{k} T=1"), m * k * 2, m * k, ts, ta);
-            let (m, t) = (8192usize, 128usize);
-            let w = copies[0][..m * k * 2].to_vec();
-            let x = Input::f32(&[t, k], &fill(&mut rng, t * k, Fill::Normal), 0);
-            let ts = s_or_skip(&mut || time_matmul(&s, &Op::MatMulF16, DType::F16, m, k, std::slice::from_ref(&w), &x, t, 1));
-            let ta = time_matmul(&a, &Op::MatMulF16, DType::F16, m, k, std::slice::from_ref(&w), &x, t, 3);
-            fmt(&format!("F16 {m}x{k} T={t}"), 0, m * k * t, ts, ta);
-        }
-    });
-}
-
-// The generic per-op suite (one proptest per op, against scalar).
-ops_tests::backend_suite!(avx2_suite, backend_avx2::Avx2Backend::new());
-ops_tests::backend_suite!(avx2_no_vnni_suite, backend_avx2::Avx2Backend::new().map(|b| b.without_vnni()));
+// The generic per-op suite of the AVX2 backend without its AVX-VNNI kernels (the registry's
+// suite in `tests/backends.rs` runs it with them, where the CPU has them).
+ops_tests::op_suite!(
+    avx2_no_vnni,
+    backend_avx2::Avx2Backend::new().map(|b| Arc::new(b.without_vnni()) as Arc<dyn Backend>).into_iter().collect::<Vec<_>>()
+);

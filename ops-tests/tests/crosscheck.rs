@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use backend_scalar::ScalarBackend;
-use graph::backend::{KvLayer, TensorMut, TensorRef};
+use gguf::lower::ModelWeights;
 use graph::check::{cross_check, Mode, Pass, Status};
-use graph::{Backend, Op, TensorFact};
+use graph::{Backend, ExecConfig, Kernel, Op, OpKind, TensorFact, WeightSource};
 use ops_tests::*;
 
 /// Scalar, except that the I2_S matmul applies the weight scale twice.
@@ -18,43 +18,47 @@ impl Backend for ScaleTwice {
     fn name(&self) -> &'static str {
         "scale-twice"
     }
-    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
-        ScalarBackend.supports(op, inputs)
-    }
-    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
-        ScalarBackend.kernel_name(op, inputs)
-    }
-    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> graph::Result<()> {
-        ScalarBackend.eval(op, inputs, out, kv)?;
-        if let Op::MatMulI2S = op {
-            let (m, k) = (inputs[0].dims[0], inputs[0].dims[1]);
-            let scale = graph::quant::i2s_scale(inputs[0].bytes()?, m * k).unwrap();
-            for y in out.f32()? {
+    fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel> {
+        let k = ScalarBackend.plan(op, inputs)?;
+        if !matches!(op, Op::MatMulI2S) {
+            return Some(k);
+        }
+        Some(Kernel::new("vec_dot_i2s_i8_scaled_twice", move |i, o, kv| {
+            k.run(i, o, kv)?;
+            let (m, kk) = (i[0].dims[0], i[0].dims[1]);
+            let scale = graph::quant::i2s_scale(i[0].bytes()?, m * kk).unwrap();
+            for y in o.f32()? {
                 *y *= scale;
             }
-        }
-        Ok(())
+            Ok(())
+        }))
     }
+}
+
+fn weights(file: gguf::GgufFile) -> Arc<dyn WeightSource> {
+    Arc::new(ModelWeights::new(file))
+}
+
+fn scalar() -> Vec<Arc<dyn Backend>> {
+    vec![Arc::new(ScalarBackend)]
 }
 
 fn passes() -> Vec<Pass> {
     let p = vec![128000, 791, 6864, 315, 9822, 374];
-    vec![
-        Pass { tokens: p.clone(), pos0: 0, n_outputs: p.len() },
-        Pass { tokens: vec![103570], pos0: 6, n_outputs: 1 },
-    ]
+    vec![Pass { tokens: p.clone(), pos0: 0, n_outputs: p.len() }, Pass { tokens: vec![103570], pos0: 6, n_outputs: 1 }]
 }
 
 #[test]
 fn reference_against_itself_passes_in_both_modes() {
     let file = open_model("tiny-i2_s.gguf");
     let g = gguf::lower(&file).unwrap().graph;
+    let w = weights(file);
     for mode in [Mode::Isolated, Mode::Cumulative] {
-        let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScalarBackend), &passes(), mode, 64).unwrap();
+        let r = cross_check(&g, w.clone(), &scalar(), Arc::new(ScalarBackend), &passes(), mode, ExecConfig::solo(64, 8)).unwrap();
         println!("{mode:?}: {}", r.summary());
         assert_eq!(r.failed(), 0, "{}", r.table());
         assert_eq!(r.skipped(), 0);
-        assert_eq!(r.passed(), g.nodes().iter().filter(|n| !n.op.is_source()).count());
+        assert_eq!(r.passed(), g.iter().filter(|(_, n)| n.op.kind().has_kernel()).count());
         assert!(r.table().ends_with(&format!("{}\n", r.summary())));
     }
 }
@@ -63,7 +67,9 @@ fn reference_against_itself_passes_in_both_modes() {
 fn broken_kernel_is_caught_by_check_naming_the_node() {
     let file = open_model("tiny-i2_s.gguf");
     let g = gguf::lower(&file).unwrap().graph;
-    let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScaleTwice), &passes(), Mode::Isolated, 64).unwrap();
+    let w = weights(file);
+    let r =
+        cross_check(&g, w.clone(), &scalar(), Arc::new(ScaleTwice), &passes(), Mode::Isolated, ExecConfig::solo(64, 8)).unwrap();
     let first = r.first_failure().expect("the broken kernel must fail");
     assert_eq!(first.name, "Qcur-0");
     assert!(first.op.starts_with("MatMulI2S"));
@@ -73,16 +79,16 @@ fn broken_kernel_is_caught_by_check_naming_the_node() {
         assert_eq!(matches!(n.status, Status::Failed(_)), broken, "{}: {:?}", n.name, n.status);
     }
     println!("{}", r.summary());
-    let c = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScaleTwice), &passes(), Mode::Cumulative, 64).unwrap();
+    let c = cross_check(&g, w, &scalar(), Arc::new(ScaleTwice), &passes(), Mode::Cumulative, ExecConfig::solo(64, 8)).unwrap();
     assert_eq!(c.first_failure().unwrap().name, "Qcur-0");
     assert!(c.failed() > r.failed(), "cumulative mode lets the error propagate");
 }
 
 #[test]
 fn broken_kernel_is_caught_by_the_op_suite() {
-    let err = (1..20u64).find_map(|seed| check_case("MatMulI2S", seed, &ScaleTwice).err()).expect("suite must fail");
+    let err = (1..20u64).find_map(|seed| check_case(OpKind::MatMulI2S, seed, &ScaleTwice).err()).expect("suite must fail");
     assert!(err.contains("MatMulI2S") && err.contains("scale-twice"), "{err}");
-    assert!(check_case("RmsNorm", 3, &ScaleTwice).unwrap());
+    assert!(check_case(OpKind::RmsNorm, 3, &ScaleTwice).unwrap());
 }
 
 /// Cumulative mode compares byte outputs (q8_k activations) as bytes: the reference against
@@ -91,8 +97,13 @@ fn broken_kernel_is_caught_by_the_op_suite() {
 fn cumulative_mode_handles_every_output_kind() {
     let file = open_model("b158-spm-tq2_0.gguf");
     let g = gguf::lower(&file).unwrap().graph;
-    let passes = vec![Pass { tokens: vec![1, 450, 7483, 310, 3444, 338], pos0: 0, n_outputs: 6 }, Pass { tokens: vec![1290], pos0: 6, n_outputs: 1 }];
-    let r = cross_check(&g, &file, Arc::new(ScalarBackend), Arc::new(ScalarBackend), &passes, Mode::Cumulative, 64).unwrap();
+    let passes = vec![
+        Pass { tokens: vec![1, 450, 7483, 310, 3444, 338], pos0: 0, n_outputs: 6 },
+        Pass { tokens: vec![1290], pos0: 6, n_outputs: 1 },
+    ];
+    let r =
+        cross_check(&g, weights(file), &scalar(), Arc::new(ScalarBackend), &passes, Mode::Cumulative, ExecConfig::solo(64, 8))
+            .unwrap();
     assert_eq!(r.failed(), 0, "{}", r.table());
     assert!(r.nodes.iter().any(|n| n.op == "QuantizeQ8K" && n.status == Status::Passed));
 }
@@ -105,17 +116,11 @@ impl Backend for PanicsInNorm {
     fn name(&self) -> &'static str {
         "panics-in-norm"
     }
-    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
-        ScalarBackend.supports(op, inputs)
-    }
-    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
-        ScalarBackend.kernel_name(op, inputs)
-    }
-    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> graph::Result<()> {
+    fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel> {
         if let Op::RmsNorm { .. } = op {
-            panic!("deliberate kernel bug");
+            return Some(Kernel::new("rms_norm_panics", |_, _, _| panic!("deliberate kernel bug")));
         }
-        ScalarBackend.eval(op, inputs, out, kv)
+        ScalarBackend.plan(op, inputs)
     }
 }
 
@@ -128,7 +133,8 @@ fn a_panicking_kernel_ends_the_step_instead_of_hanging_it() {
     std::thread::spawn(move || {
         let file = open_model("tiny-i2_s.gguf");
         let g = gguf::lower(&file).unwrap().graph;
-        let mut ex = graph::Executor::new(g, &file, Some(Arc::new(PanicsInNorm)), Arc::new(ScalarBackend), 64).unwrap();
+        let backends: Vec<Arc<dyn Backend>> = vec![Arc::new(PanicsInNorm), Arc::new(ScalarBackend)];
+        let mut ex = graph::Executor::standalone(g, weights(file), &backends, ExecConfig::solo(64, 8)).unwrap();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ex.forward(&[128000, 791], 0, 1).map(|l| l.len())));
         let _ = tx.send(r.is_err());
     });

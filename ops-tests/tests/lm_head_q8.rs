@@ -1,30 +1,21 @@
 //! The opt-in `--lm-head q8` (the tied F16 embedding requantized to Q8_0 at load) against
 //! exact mode on the shared prompts: top-1 agreement and max |Δlogit|, measured and bounded.
 
-use std::sync::Arc;
-
-use backend_scalar::ScalarBackend;
-use gguf::lower::{quantize_head_q8, q8_head_base, WithQ8Head, Q8_HEAD};
-use graph::Executor;
+use gguf::lower::Q8_HEAD;
 use ops_tests::parity::prompts;
 use ops_tests::*;
+use runtime::{LmHead, ModelOptions};
 
 #[test]
 fn q8_head_stays_close_to_exact() {
-    let file = open_model("tiny-i2_s.gguf");
-    let exact = gguf::lower(&file).unwrap();
-    let q8 = gguf::lower_with(&file, gguf::LowerOptions { lm_head_q8: true }).unwrap();
-    assert!(q8.graph.find(Q8_HEAD).is_some(), "the q8 graph reads the requantized head");
-    let head = quantize_head_q8(&file, q8_head_base(&file, &q8.hparams)).unwrap();
-    let src = WithQ8Head { file: &file, head: Some(&head) };
-    let n_vocab = exact.hparams.n_vocab;
+    let exact = load("tiny-i2_s.gguf", "auto", 512);
+    let q8 = load_with("tiny-i2_s.gguf", ModelOptions { lm_head: LmHead::Q8, ..ModelOptions::default() });
+    assert!(q8.program().graph().find(Q8_HEAD).is_some(), "the q8 graph reads the requantized head");
+    let n_vocab = exact.n_vocab();
     let (mut agree, mut total, mut worst) = (0usize, 0usize, 0.0f32);
     for p in prompts("reference/tiny-i2_s") {
-        let fast = || backend_avx2::Avx2Backend::new().map(|b| Arc::new(b) as Arc<dyn graph::Backend>);
-        let mut ex = Executor::new(exact.graph.clone(), &file, fast(), Arc::new(ScalarBackend), 512).unwrap();
-        let a = prompt_logits(&mut ex, &p.tokens, 512);
-        let mut eq = Executor::new(q8.graph.clone(), &src, fast(), Arc::new(ScalarBackend), 512).unwrap();
-        let b = prompt_logits(&mut eq, &p.tokens, 512);
+        let a = run_prompt(&exact, &p.tokens, 0).prompt_logits;
+        let b = run_prompt(&q8, &p.tokens, 0).prompt_logits;
         for (ra, rb) in a.chunks(n_vocab).zip(b.chunks(n_vocab)) {
             total += 1;
             agree += usize::from(argmax(ra) == argmax(rb));

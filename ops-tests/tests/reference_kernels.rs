@@ -121,7 +121,6 @@ impl Pass {
     }
 }
 
-
 fn models() -> &'static [Model] {
     static MODELS: OnceLock<Vec<Model>> = OnceLock::new();
     MODELS

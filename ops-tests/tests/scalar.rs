@@ -1,19 +1,40 @@
 //! The per-op suite on the scalar backend itself (it must agree with itself, guard its
 //! outputs, and cover every op), plus scalar against plain f64 formulas.
 
-ops_tests::backend_suite!(scalar, Some(backend_scalar::ScalarBackend::new()));
+ops_tests::op_suite!(scalar_against_itself, vec![runtime::backends::reference()]);
 
 use backend_scalar::ScalarBackend;
 use graph::backend::q8tok_row_bytes;
-use graph::{Op, RopeStyle};
+use graph::{Op, OpKind, RopeStyle};
 use half::f16;
-use ops_tests::cases::{case, Rng, Tensor};
+use ops_tests::cases::{case, uncovered, Rng, Tensor};
 
-/// Runs `n` cases of `op` on scalar and hands (case, output) to `check`.
-fn each(op: &str, n: u64, mut check: impl FnMut(&ops_tests::cases::OpCase, &Tensor)) {
+/// Every op kind with a kernel has a case generator (a kind without one does not compile:
+/// `cases::case` matches every kind), and the generator gives ops of that kind; kinds
+/// without a kernel give none.
+#[test]
+fn every_op_kind_has_a_case() {
+    assert_eq!(uncovered(case), Vec::<OpKind>::new());
+    for &k in OpKind::ALL {
+        assert_eq!(case(k, &mut Rng::new(1)).is_some(), k.has_kernel(), "{}", k.name());
+    }
+}
+
+/// The coverage check itself catches a kind without a case: a generator that forgets
+/// MatMulTQ (or answers it with another op) is reported.
+#[test]
+fn the_coverage_check_catches_a_missing_case() {
+    let forgetful = |k: OpKind, rng: &mut Rng| if k == OpKind::MatMulTQ { None } else { case(k, rng) };
+    assert_eq!(uncovered(forgetful), vec![OpKind::MatMulTQ]);
+    let confused = |k: OpKind, rng: &mut Rng| case(if k == OpKind::Silu { OpKind::Relu } else { k }, rng);
+    assert_eq!(uncovered(confused), vec![OpKind::Silu]);
+}
+
+/// Runs `n` cases of `kind` on scalar and hands (case, output) to `check`.
+fn each(kind: OpKind, n: u64, mut check: impl FnMut(&ops_tests::cases::OpCase, &Tensor)) {
     for seed in 1..=n {
-        let mut rng = Rng((seed * 0x9E37_79B9) | 1);
-        let c = case(op, &mut rng);
+        let mut rng = Rng::new(seed * 0x9E37_79B9);
+        let c = case(kind, &mut rng).expect("a kind with a kernel");
         let out = c.run(&ScalarBackend::new()).unwrap().unwrap_or_else(|e| panic!("{}: {e}", c.id)).out;
         check(&c, &out);
     }
@@ -26,7 +47,7 @@ fn close(id: &str, got: f32, want: f64, abs: f64, rel: f64) {
 
 #[test]
 fn rms_norm_vs_f64() {
-    each("RmsNorm", 60, |c, out| {
+    each(OpKind::RmsNorm, 60, |c, out| {
         let (x, w) = (&c.inputs[0].f, &c.inputs[1].f);
         let Op::RmsNorm { eps } = c.op else { unreachable!() };
         let d = w.len();
@@ -42,7 +63,7 @@ fn rms_norm_vs_f64() {
 
 #[test]
 fn quantize_i8_properties() {
-    each("QuantizeI8", 60, |c, out| {
+    each(OpKind::QuantizeI8, 60, |c, out| {
         let k = c.inputs[0].dims[1];
         for (x, row) in c.inputs[0].f.chunks(k).zip(out.b.chunks(q8tok_row_bytes(k))) {
             let (q, s, sum) = backend_scalar::q8tok_row(row, k);
@@ -62,7 +83,7 @@ fn quantize_i8_properties() {
 
 #[test]
 fn matmul_i2s_vs_f64() {
-    each("MatMulI2S", 40, |c, out| {
+    each(OpKind::MatMulI2S, 40, |c, out| {
         if c.id.contains("extreme") {
             return; // i16 lane wrap: covered by the kernel's own tests
         }
@@ -72,7 +93,9 @@ fn matmul_i2s_vs_f64() {
             let (q, s, _) = backend_scalar::q8tok_row(row, k);
             for r in 0..m {
                 let dot: i64 = (0..k)
-                    .map(|i| i64::from(graph::quant::ternary(graph::quant::i2s_code(&c.inputs[0].b, r * k + i))) * i64::from(q[i]))
+                    .map(|i| {
+                        i64::from(graph::quant::ternary(graph::quant::i2s_code(&c.inputs[0].b, r * k + i))) * i64::from(q[i])
+                    })
                     .sum();
                 close(&c.id, out.f[t * m + r], dot as f64 * f64::from(w) / f64::from(s), 1e-6, 1e-6);
             }
@@ -82,13 +105,16 @@ fn matmul_i2s_vs_f64() {
 
 #[test]
 fn matmul_f16_vs_f64() {
-    each("MatMulF16", 40, |c, out| {
+    each(OpKind::MatMulF16, 40, |c, out| {
         let (m, k, t) = (c.inputs[0].dims[0], c.inputs[0].dims[1], c.inputs[1].dims[0]);
         let w: Vec<f32> = c.inputs[0].b.chunks(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+        let seqs = &c.inputs[2].i;
         for tt in 0..t {
+            // A sequence's only row is rounded to f16 (the one-column form).
+            let alone = seqs.iter().filter(|&&s| s == seqs[tt]).count() == 1;
             let x: Vec<f64> = c.inputs[1].f[tt * k..(tt + 1) * k]
                 .iter()
-                .map(|&v| if t == 1 { f64::from(f16::from_f32(v).to_f32()) } else { f64::from(v) })
+                .map(|&v| if alone { f64::from(f16::from_f32(v).to_f32()) } else { f64::from(v) })
                 .collect();
             for r in 0..m {
                 let want: f64 = (0..k).map(|i| f64::from(w[r * k + i]) * x[i]).sum();
@@ -101,7 +127,7 @@ fn matmul_f16_vs_f64() {
 
 #[test]
 fn matmul_q8_0_vs_f64() {
-    each("MatMulQ8_0", 40, |c, out| {
+    each(OpKind::MatMulQ8_0, 40, |c, out| {
         let (m, k, t) = (c.inputs[0].dims[0], c.inputs[0].dims[1], c.inputs[1].dims[0]);
         let w = gguf::types::decode_to_f32(c.inputs[0].dtype, &c.inputs[0].b, m * k);
         for tt in 0..t {
@@ -121,7 +147,7 @@ fn matmul_q8_0_vs_f64() {
 
 #[test]
 fn rope_vs_f64() {
-    each("Rope", 60, |c, out| {
+    each(OpKind::Rope, 60, |c, out| {
         let Op::Rope { n_rot, freq_base, style } = c.op else { unreachable!() };
         let (h, hd) = (c.inputs[0].dims[1], c.inputs[0].dims[2]);
         for (t, &p) in c.inputs[1].i.iter().enumerate() {
@@ -151,37 +177,42 @@ fn rope_vs_f64() {
 
 #[test]
 fn attention_vs_f64() {
-    each("Attention", 40, |c, out| {
+    each(OpKind::Attention, 40, |c, out| {
         let Op::Attention { n_head, n_head_kv, head_dim: hd, scale, .. } = c.op else { unreachable!() };
-        let (q, kn, vn, pos) = (&c.inputs[0].f, &c.inputs[1].f, &c.inputs[2].f, &c.inputs[3].i);
-        let (k0, v0, stride) = c.kv.as_ref().unwrap();
+        let (q, kn, vn, pos, seqs) = (&c.inputs[0].f, &c.inputs[1].f, &c.inputs[2].f, &c.inputs[3].i, &c.inputs[4].i);
+        let (k0, v0, stride, _) = c.kv.as_ref().unwrap();
+        let slot_len = n_head_kv * stride * hd;
         let r16 = |v: f32| f64::from(f16::from_f32(v).to_f32());
         let t = pos.len();
-        let key = |g: usize, j: usize, d: usize| -> f64 {
-            match pos.iter().position(|&p| p as usize == j) {
+        // The token of sequence `s` at position `j` in this step, if any.
+        let here = |s: i32, j: usize| (0..t).find(|&i| seqs[i] == s && pos[i] as usize == j);
+        let key = |s: i32, g: usize, j: usize, d: usize| -> f64 {
+            match here(s, j) {
                 Some(i) => r16(kn[(i * n_head_kv + g) * hd + d]),
-                None => f64::from(k0[(g * stride + j) * hd + d].to_f32()),
+                None => f64::from(k0[s as usize * slot_len + (g * stride + j) * hd + d].to_f32()),
             }
         };
-        let val = |g: usize, j: usize, d: usize| -> f64 {
-            match pos.iter().position(|&p| p as usize == j) {
+        let val = |s: i32, g: usize, j: usize, d: usize| -> f64 {
+            match here(s, j) {
                 Some(i) => r16(vn[(i * n_head_kv + g) * hd + d]),
-                None => f64::from(v0[(g * hd + d) * stride + j].to_f32()),
+                None => f64::from(v0[s as usize * slot_len + (g * hd + d) * stride + j].to_f32()),
             }
         };
         for i in 0..t {
-            let p = pos[i] as usize;
+            let (p, sq) = (pos[i] as usize, seqs[i]);
             for hq in 0..n_head {
                 let g = hq / (n_head / n_head_kv);
                 let s: Vec<f64> = (0..=p)
-                    .map(|j| (0..hd).map(|d| key(g, j, d) * r16(q[(i * n_head + hq) * hd + d])).sum::<f64>() * f64::from(scale))
+                    .map(|j| {
+                        (0..hd).map(|d| key(sq, g, j, d) * r16(q[(i * n_head + hq) * hd + d])).sum::<f64>() * f64::from(scale)
+                    })
                     .collect();
                 let mx = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
                 let z: f64 = e.iter().sum();
                 for d in 0..hd {
-                    let want: f64 = (0..=p).map(|j| e[j] / z * val(g, j, d)).sum();
-                    // P is rounded to f16 for one token (rel 2^-11 per weight)
+                    let want: f64 = (0..=p).map(|j| e[j] / z * val(sq, g, j, d)).sum();
+                    // P is rounded to f16 for a sequence's only token (rel 2^-11 per weight)
                     close(&c.id, out.f[i * n_head * hd + hq * hd + d], want, 2e-3, 0.0);
                 }
             }
@@ -191,15 +222,15 @@ fn attention_vs_f64() {
 
 #[test]
 fn elementwise_vs_formula() {
-    for op in ["Add", "Mul", "Relu", "Sqr", "Silu"] {
+    for op in [OpKind::Add, OpKind::Mul, OpKind::Relu, OpKind::Sqr, OpKind::Silu] {
         each(op, 30, |c, out| {
             for (i, &o) in out.f.iter().enumerate() {
                 let x = c.inputs[0].f[i];
                 match op {
-                    "Add" => assert_eq!(o, x + c.inputs[1].f[i]),
-                    "Mul" => assert_eq!(o, x * c.inputs[1].f[i]),
-                    "Relu" => assert_eq!(o, x.max(0.0)),
-                    "Sqr" => assert_eq!(o, x * x),
+                    OpKind::Add => assert_eq!(o, x + c.inputs[1].f[i]),
+                    OpKind::Mul => assert_eq!(o, x * c.inputs[1].f[i]),
+                    OpKind::Relu => assert_eq!(o, x.max(0.0)),
+                    OpKind::Sqr => assert_eq!(o, x * x),
                     _ => close(&c.id, o, f64::from(x) / (1.0 + (-f64::from(x)).exp()), 1e-30, 1e-6),
                 }
             }
@@ -209,7 +240,7 @@ fn elementwise_vs_formula() {
 
 #[test]
 fn data_movement_ops_copy_exactly() {
-    each("Embedding", 40, |c, out| {
+    each(OpKind::Embedding, 40, |c, out| {
         let (v, d) = (c.inputs[0].dims[0], c.inputs[0].dims[1]);
         let all = if c.inputs[0].dtype == graph::DType::F32 {
             c.inputs[0].f.clone()
@@ -220,16 +251,29 @@ fn data_movement_ops_copy_exactly() {
             assert_eq!(&out.f[t * d..(t + 1) * d], &all[id as usize * d..(id as usize + 1) * d], "{}", c.id);
         }
     });
-    each("Reshape", 20, |c, out| assert_eq!(out.f, c.inputs[0].f));
-    each("SelectOutputs", 20, |c, out| {
-        let x = &c.inputs[0].f;
-        assert_eq!(out.f[..], x[x.len() - out.f.len()..]);
+    each(OpKind::SelectOutputs, 20, |c, out| {
+        let (x, rows) = (&c.inputs[0], &c.inputs[1].i);
+        let t = x.dims[0];
+        for (o, &r) in rows.iter().enumerate() {
+            let r = r as usize;
+            match x.dtype {
+                graph::DType::F32 => {
+                    let d = x.f.len() / t;
+                    assert_eq!(out.f[o * d..(o + 1) * d], x.f[r * d..(r + 1) * d], "{}", c.id)
+                }
+                graph::DType::I32 => assert_eq!(out.i[o], x.i[r], "{}", c.id),
+                _ => {
+                    let d = x.b.len() / t;
+                    assert_eq!(out.b[o * d..(o + 1) * d], x.b[r * d..(r + 1) * d], "{}", c.id)
+                }
+            }
+        }
     });
 }
 
 #[test]
 fn matmul_tq_vs_f64() {
-    each("MatMulTQ", 40, |c, out| {
+    each(OpKind::MatMulTQ, 40, |c, out| {
         let (m, k, t) = (c.inputs[0].dims[0], c.inputs[0].dims[1], c.inputs[1].dims[0]);
         let w = gguf::types::decode_to_f32(c.inputs[0].dtype, &c.inputs[0].b, m * k);
         let row = k / 256 * 260;
@@ -254,7 +298,7 @@ fn matmul_tq_vs_f64() {
 
 #[test]
 fn quantize_q8k_properties() {
-    each("QuantizeQ8K", 40, |c, out| {
+    each(OpKind::QuantizeQ8K, 40, |c, out| {
         for (x, b) in c.inputs[0].f.chunks(256).zip(out.b.chunks(260)) {
             let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             let amax = x.iter().fold(0.0f32, |a, v| a.max(v.abs()));

@@ -8,8 +8,10 @@ use anyhow::{bail, Result};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use runtime::{Batch, Event, Request, SamplingParams};
+
 use crate::cli::BenchArgs;
-use crate::runtime;
+use crate::{load, out};
 
 #[derive(Serialize)]
 struct BenchReport {
@@ -43,7 +45,12 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 pub fn peak_rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|kb| kb.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }
 
@@ -99,6 +106,144 @@ fn print_profile(what: &str, wall: f64, n: usize, prof: &[(String, f64, u64)]) {
     eprintln!("  {:<24} {:>8.2} ms/token {:>5.1}%", "(outside ops)", per_tok(wall - in_ops), 100.0 * (wall - in_ops) / wall);
 }
 
+/// Bytes of weights read per decoded token: every weight in full (the tied embedding as the
+/// LM head), except a table read only by the embedding lookup (one row per token).
+fn bytes_per_token(g: &graph::Graph) -> u64 {
+    g.weights()
+        .map(|(id, _)| {
+            let fact = &g.node(id).fact;
+            let dims: Vec<usize> = fact.shape.resolve(graph::Bindings { tokens: 0, outputs: 0 });
+            let len = fact.dtype.tensor_bytes(&dims).unwrap_or(0) as u64;
+            let only_lookup = g.consumers(id).iter().all(|&c| matches!(g.node(c).op, graph::Op::Embedding));
+            if only_lookup {
+                len / (dims.first().copied().unwrap_or(1).max(1) as u64)
+            } else {
+                len
+            }
+        })
+        .sum()
+}
+
+/// Deterministic pseudo-random prompt tokens (bench measures speed, not text).
+fn bench_tokens(n: usize, vocab: usize, salt: u64) -> Vec<u32> {
+    let mut rng = graph::rng::Rng::new(12345 ^ salt);
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+/// One level of `bench --parallel`: `npl` sequences of `pp` prompt tokens each, then `tg`
+/// decode steps each, in one batch.
+#[derive(Serialize)]
+struct Level {
+    npl: usize,
+    /// Seconds until every sequence had its prompt processed.
+    t_pp: f64,
+    /// Prompt tokens per second, all sequences.
+    pp_tok_s: f64,
+    /// Seconds of the decode phase.
+    t_tg: f64,
+    /// Generated tokens per second, all sequences (aggregate decode).
+    tg_tok_s: f64,
+    /// All tokens over all time.
+    total_tok_s: f64,
+}
+
+/// Runs `npl` sequences together; the prefill phase ends when every sequence has sampled its
+/// first token, the decode phase evaluates `tg` more tokens per sequence.
+fn run_level(batch: &mut Batch, npl: usize, pp: usize, tg: usize, vocab: usize) -> Result<Level> {
+    for s in 0..npl {
+        let mut params = SamplingParams::greedy(tg + 1);
+        params.ignore_eos = true;
+        batch.add(Request::new(bench_tokens(pp.max(1), vocab, s as u64), params))?;
+    }
+    let t0 = Instant::now();
+    let mut first = std::collections::HashSet::new();
+    let mut t_pp = None;
+    while !batch.is_idle() {
+        for e in batch.step()? {
+            if let Event::Token { seq, .. } = e {
+                first.insert(seq);
+            }
+        }
+        if t_pp.is_none() && first.len() == npl {
+            t_pp = Some(t0.elapsed().as_secs_f64());
+        }
+    }
+    let total = t0.elapsed().as_secs_f64();
+    let t_pp = t_pp.unwrap_or(total);
+    let t_tg = total - t_pp;
+    Ok(Level {
+        npl,
+        t_pp,
+        pp_tok_s: (npl * pp) as f64 / t_pp,
+        t_tg,
+        tg_tok_s: if t_tg > 0.0 { (npl * tg) as f64 / t_tg } else { 0.0 },
+        total_tok_s: (npl * (pp + tg)) as f64 / total,
+    })
+}
+
+/// `bench --parallel 1,2,4,8`, like llama-batched-bench.
+fn run_parallel(a: &BenchArgs) -> Result<ExitCode> {
+    let max_npl = a.parallel.iter().copied().max().unwrap_or(1);
+    if a.parallel.contains(&0) {
+        bail!("--parallel 0: every level needs at least one sequence");
+    }
+    let model = load::load(&a.model, &load::options(&a.run, max_npl), a.json)?;
+    let vocab = model.n_vocab();
+    if a.n_prompt + a.n_gen + 1 > model.n_ctx() {
+        bail!("-p {} + -n {} exceed the context of {} (raise --ctx-size)", a.n_prompt, a.n_gen, model.n_ctx());
+    }
+    let mut stdout = out::stdout();
+    if !a.json {
+        eprintln!(
+            "bench: {}, {} threads, pp {} tg {} per sequence, levels {:?} (+1 warm-up)",
+            model.program().backends()[0].name(),
+            model.threads(),
+            a.n_prompt,
+            a.n_gen,
+            a.parallel
+        );
+        stdout.line(&format!(
+            "{:>5} {:>10} {:>12} {:>10} {:>14} {:>12}",
+            "npl", "t_pp s", "pp tok/s", "t_tg s", "tg tok/s (agg)", "total tok/s"
+        ))?;
+    }
+    let mut batch = Batch::new(model.clone())?;
+    run_level(&mut batch, 1, a.n_prompt.min(16), 4.min(a.n_gen), vocab)?;
+    let mut levels = Vec::new();
+    for &npl in &a.parallel {
+        let l = run_level(&mut batch, npl, a.n_prompt, a.n_gen, vocab)?;
+        if !a.json {
+            stdout.line(&format!(
+                "{:>5} {:>10.3} {:>12.2} {:>10.3} {:>14.2} {:>12.2}",
+                l.npl, l.t_pp, l.pp_tok_s, l.t_tg, l.tg_tok_s, l.total_tok_s
+            ))?;
+        }
+        levels.push(l);
+    }
+    let peak = peak_rss_bytes();
+    if a.json {
+        let doc = serde_json::json!({
+            "model": model.info().path,
+            "backend": model.program().backends()[0].name(),
+            "threads": model.threads(),
+            "n_prompt": a.n_prompt,
+            "n_gen": a.n_gen,
+            "n_ctx": model.n_ctx(),
+            "levels": levels,
+            "peak_rss_bytes": peak,
+        });
+        stdout.line(&serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        stdout.line(&format!(
+            "peak RSS     {:.1} MB (ctx {} per sequence, {} sequences at most)",
+            peak as f64 / 1e6,
+            model.n_ctx(),
+            max_npl
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `bench`.
 pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.n_prompt == 0 && a.n_gen == 0 {
@@ -107,54 +252,61 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
-    let threads = runtime::set_threads(a.threads)?;
-    let (preferred, backend) = runtime::pick_backend(a.backend)?;
-    let loaded = runtime::load_with(&a.model, a.json, a.lm_head)?;
-    let hp = &loaded.model.hparams;
+    if a.run.ubatch == 0 {
+        bail!("--ubatch must be at least 1");
+    }
+    if !a.parallel.is_empty() {
+        return run_parallel(a);
+    }
+    let mut opts = load::options(&a.run, 1);
     let n_ctx = a.n_prompt.max(a.n_gen).max(1);
+    opts.n_ctx = Some(a.run.ctx_size.unwrap_or(n_ctx));
+    let model = load::load(&a.model, &opts, a.json)?;
+    let hp = model.hparams();
     if n_ctx > hp.n_ctx_train {
         bail!("-p/-n of {n_ctx} exceed the model's context of {}", hp.n_ctx_train);
     }
-    let mut ex = runtime::executor(&loaded, preferred, n_ctx)?;
-    // Deterministic pseudo-random prompt tokens (bench measures speed, not text).
-    let vocab = hp.n_vocab as u64;
-    let tokens: Vec<u32> = (0..a.n_prompt as u64).map(|i| ((i * 2_654_435_761 + 12345) % vocab) as u32).collect();
+    if n_ctx > model.n_ctx() {
+        bail!("-p/-n of {n_ctx} exceed --ctx-size {}", model.n_ctx());
+    }
+    let backend = model.program().backends()[0].name();
+    let threads = model.threads();
+    let tokens = bench_tokens(a.n_prompt, hp.n_vocab, 0);
     if !a.json {
         eprintln!("bench: {backend}, {threads} threads, pp{} tg{} × {} reps (+1 warm-up)", a.n_prompt, a.n_gen, a.reps);
     }
+    let mut batch = Batch::new(model.clone())?;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for rep in 0..=a.reps {
+        let profile = a.profile && rep == a.reps;
         if a.n_prompt > 0 {
-            ex.clear_kv();
-            ex.set_profiling(a.profile && rep == a.reps);
+            batch.executor_mut().set_profiling(profile);
+            batch.add(Request::new(tokens.clone(), SamplingParams::greedy(0)))?;
             let t = Instant::now();
-            for (i, chunk) in tokens.chunks(a.ubatch.max(1)).enumerate() {
-                let last = (i + 1) * a.ubatch.max(1) >= tokens.len();
-                ex.forward(chunk, i * a.ubatch.max(1), usize::from(last))?;
-            }
+            batch.run_to_end()?;
             if rep > 0 {
                 pp.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
             }
-            if a.profile && rep == a.reps {
-                print_profile("prefill", t.elapsed().as_secs_f64(), a.n_prompt, &ex.profile());
-                ex.set_profiling(false);
+            if profile {
+                print_profile("prefill", t.elapsed().as_secs_f64(), a.n_prompt, &batch.executor_mut().profile());
+                batch.executor_mut().set_profiling(false);
             }
         }
         if a.n_gen > 0 {
-            ex.clear_kv();
-            ex.set_profiling(a.profile && rep == a.reps);
+            // n_gen forward passes of one token each from an empty cache: a one-token
+            // prompt, then n_gen − 1 generated tokens fed back (greedy).
+            batch.executor_mut().set_profiling(profile);
+            let mut params = SamplingParams::greedy(a.n_gen);
+            params.ignore_eos = true;
+            batch.add(Request::new(vec![1], params))?;
             let t = Instant::now();
-            let mut tok = 1u32;
-            for pos in 0..a.n_gen {
-                let logits = ex.forward(&[tok], pos, 1)?;
-                tok = crate::sampler::argmax(logits) as u32;
-            }
+            batch.run_to_end()?;
             if rep > 0 {
                 tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
             }
-            if a.profile && rep == a.reps {
-                print_profile("decode", t.elapsed().as_secs_f64(), a.n_gen, &ex.profile());
-                ex.set_profiling(false);
+            if profile {
+                print_profile("decode", t.elapsed().as_secs_f64(), a.n_gen, &batch.executor_mut().profile());
+                batch.executor_mut().set_profiling(false);
             }
         }
         if !a.json && rep > 0 {
@@ -169,25 +321,13 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     let (tg_m, tg_sd) = if tg.is_empty() { (0.0, 0.0) } else { mean_sd(&tg) };
     // RSS first: the bandwidth probe's own buffer must not count as the model's.
     let peak_rss = peak_rss_bytes();
-    let bw = read_bandwidth_gb_s();
-    // Every weight is read once per decoded token (the tied embedding in full, as the LM head).
-    // Bytes of weights read per decoded token: every weight in full (the tied embedding as
-    // the LM head), except a table read only by the embedding lookup (one row per token).
-    let g = &loaded.model.graph;
-    let bytes_per_token: u64 = g
-        .weights()
-        .map(|(id, name)| {
-            let len = graph::WeightSource::weight_bytes(&loaded, name).map_or(0, |b| b.len() as u64);
-            let only_lookup = g.nodes().iter().filter(|n| n.inputs.contains(&id)).all(|n| matches!(n.op, graph::Op::Embedding));
-            let rows = g.node(id).fact.shape.dims().first().and_then(|d| if let graph::Dim::Fixed(r) = d { Some(*r as u64) } else { None });
-            if only_lookup { len / rows.unwrap_or(1).max(1) } else { len }
-        })
-        .sum();
+    let bw = model.install(read_bandwidth_gb_s);
+    let bytes_per_token = bytes_per_token(model.program().graph());
     let roofline = bw * 1e9 / bytes_per_token as f64;
     let r = BenchReport {
-        model: a.model.display().to_string(),
+        model: model.info().path,
         backend,
-        lm_head: format!("{:?}", a.lm_head).to_lowercase(),
+        lm_head: model.info().lm_head,
         threads,
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
@@ -201,23 +341,28 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         roofline_tok_s: roofline,
         roofline_fraction: if roofline > 0.0 { tg_m / roofline } else { 0.0 },
         peak_rss_bytes: peak_rss,
-        load_ms: loaded.load_ms,
+        load_ms: model.load_ms(),
     };
+    let mut o = out::stdout();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        o.line(&serde_json::to_string_pretty(&r)?)?;
     } else {
-        println!("model        {}", r.model);
-        println!("backend      {} ({} threads)", r.backend, r.threads);
+        o.line(&format!("model        {}", r.model))?;
+        o.line(&format!("backend      {} ({} threads)", r.backend, r.threads))?;
         if a.n_prompt > 0 {
-            println!("pp{:<10} {:.2} ± {:.2} tok/s", a.n_prompt, r.pp_tok_s, r.pp_stddev);
+            o.line(&format!("pp{:<10} {:.2} ± {:.2} tok/s", a.n_prompt, r.pp_tok_s, r.pp_stddev))?;
         }
         if a.n_gen > 0 {
-            println!("tg{:<10} {:.2} ± {:.2} tok/s", a.n_gen, r.tg_tok_s, r.tg_stddev);
+            o.line(&format!("tg{:<10} {:.2} ± {:.2} tok/s", a.n_gen, r.tg_tok_s, r.tg_stddev))?;
         }
-        println!("bandwidth    {:.2} GB/s (read, measured now)", r.bandwidth_gb_s);
-        println!("per token    {:.3} GB of weights → roofline {:.2} tok/s", r.bytes_per_token as f64 / 1e9, r.roofline_tok_s);
-        println!("decode       {:.1}% of the roofline", 100.0 * r.roofline_fraction);
-        println!("peak RSS     {:.1} MB", r.peak_rss_bytes as f64 / 1e6);
+        o.line(&format!("bandwidth    {:.2} GB/s (read, measured now)", r.bandwidth_gb_s))?;
+        o.line(&format!(
+            "per token    {:.3} GB of weights → roofline {:.2} tok/s",
+            r.bytes_per_token as f64 / 1e9,
+            r.roofline_tok_s
+        ))?;
+        o.line(&format!("decode       {:.1}% of the roofline", 100.0 * r.roofline_fraction))?;
+        o.line(&format!("peak RSS     {:.1} MB", r.peak_rss_bytes as f64 / 1e6))?;
     }
     Ok(ExitCode::SUCCESS)
 }

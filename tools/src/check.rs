@@ -2,28 +2,48 @@
 //! backend on the real model graph.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use gguf::lower::ModelWeights;
+use gguf::tokenizer::Tokenizer;
+use gguf::GgufFile;
 use graph::check::{cross_check, Mode, Pass, Status};
+use graph::ExecConfig;
 
 use crate::cli::{CheckArgs, DumpFormat};
-use crate::runtime;
+use crate::{load, out};
 
 /// Runs `check`.
 pub fn run(a: &CheckArgs) -> Result<ExitCode> {
-    let threads = runtime::set_threads(a.threads)?;
-    let candidate = runtime::backend_by_name(a.candidate)?;
-    let reference = runtime::backend_by_name(a.reference)?;
+    let candidate = match a.candidate.as_str() {
+        "auto" => runtime::backends::available().into_iter().next().context("no backend is available")?,
+        name => runtime::backends::by_name(name).map_err(|e| anyhow!("--candidate: {e}"))?,
+    };
+    let reference = runtime::backends::resolve(&a.reference).map_err(|e| anyhow!("--reference: {e}"))?;
     let quiet = a.format != DumpFormat::Table;
-    let loaded = runtime::load(&a.model, quiet)?;
-    let tokens = loaded.tokenizer.tokenize(&a.prompt, true, false);
+    let path = load::model_path(&a.model)?;
+    if !quiet {
+        eprintln!("loading {} …", path.display());
+    }
+    let file = GgufFile::open(&path)?;
+    let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
+    let tokens = Tokenizer::from_gguf(&file).context("building the tokenizer")?.tokenize(&a.prompt, true, false);
+    let weights: Arc<dyn graph::WeightSource> = Arc::new(ModelWeights::new(file));
     if tokens.is_empty() {
         bail!("the prompt gives no tokens");
     }
     let n_ctx = tokens.len() + a.steps + 1;
-    if n_ctx > loaded.model.hparams.n_ctx_train {
-        bail!("the prompt ({} tokens) plus {} steps exceeds the model's context of {}", tokens.len(), a.steps, loaded.model.hparams.n_ctx_train);
+    if n_ctx > model.hparams.n_ctx_train {
+        bail!(
+            "the prompt ({} tokens) plus {} steps exceeds the model's context of {}",
+            tokens.len(),
+            a.steps,
+            model.hparams.n_ctx_train
+        );
     }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(a.threads).build().context("setting up the thread pool")?;
+    let threads = pool.current_num_threads();
     // One batched pass over the prompt with every row's logits (the ≥2-column numerics),
     // then single-token passes (the 1-column numerics).
     let mut passes = vec![Pass { tokens: tokens.clone(), pos0: 0, n_outputs: tokens.len() }];
@@ -35,14 +55,17 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode> {
         eprintln!(
             "checking {} against {} ({mode:?}) on {} prompt tokens + {} decode steps, {threads} threads",
             candidate.name(),
-            reference.name(),
+            reference[0].name(),
             tokens.len(),
             a.steps
         );
     }
-    let report = cross_check(&loaded.model.graph, &loaded.file, reference, candidate, &passes, mode, n_ctx)?;
+    let config = ExecConfig::solo(n_ctx, tokens.len());
+    let g = &model.graph;
+    let report = pool.install(|| cross_check(g, weights, &reference, candidate, &passes, mode, config))?;
+    let mut stdout = out::stdout();
     match a.format {
-        DumpFormat::Table => print!("{}", report.table()),
+        DumpFormat::Table => stdout.put(&report.table())?,
         DumpFormat::Json => {
             let doc = serde_json::json!({
                 "report": report,
@@ -51,12 +74,11 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode> {
                 "skipped": report.skipped(),
                 "summary": report.summary(),
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            stdout.line(&serde_json::to_string_pretty(&doc)?)?;
         }
         DumpFormat::Dot => {
-            let g = &loaded.model.graph;
-            let colors = report.colors(g.nodes().len());
-            print!("{}", graph::dump::dot(g, None, Some(&colors)));
+            let colors = report.colors(g.len());
+            stdout.put(&graph::dump::dot(g, None, Some(&colors)))?;
         }
     }
     if let Some(f) = report.first_failure() {

@@ -1,23 +1,23 @@
-//! Argument parsing and dispatch.
+//! Argument parsing and dispatch. Flags mean the same in every subcommand, and take
+//! llama.cpp's spellings as aliases (`--temp`, `--n-predict`, `-s`, `-f`, `-c`, `-t`, `-np`,
+//! `-hf`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-
-use crate::runtime::{BackendChoice, LmHead};
 
 /// bitnet-graph: runs BitNet b1.58 ternary models from GGUF files on CPUs, with every graph
 /// shape verified before any math runs.
 #[derive(Parser, Debug)]
-#[command(name = "bitnet-graph", version, about)]
+#[command(name = "bitnet-graph", version, about, allow_negative_numbers = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Cmd,
 }
 
-/// Output formats of `dump`.
+/// Output formats of `dump` and `check`.
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum DumpFormat {
     /// A fixed-width table.
@@ -28,61 +28,193 @@ pub enum DumpFormat {
     Json,
 }
 
-/// Arguments of `exec`.
+/// `--lm-head`.
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq, Default)]
+pub enum LmHeadArg {
+    /// bitnet.cpp's numerics: the head as stored.
+    #[default]
+    Exact,
+    /// Opt-in: an F16 head requantized to Q8_0 at load (faster; logits differ slightly).
+    Q8,
+}
+
+impl From<LmHeadArg> for runtime::LmHead {
+    fn from(a: LmHeadArg) -> Self {
+        match a {
+            LmHeadArg::Exact => runtime::LmHead::Exact,
+            LmHeadArg::Q8 => runtime::LmHead::Q8,
+        }
+    }
+}
+
+fn backend_names() -> Vec<&'static str> {
+    runtime::backends::choices()
+}
+
+/// Where the model comes from: a path, or a Hugging Face repository.
 #[derive(clap::Args, Debug, Clone)]
-pub struct ExecArgs {
+pub struct ModelArg {
     /// The GGUF model file.
-    pub model: PathBuf,
-    /// The prompt text.
-    #[arg(short = 'p', long)]
-    pub prompt: String,
-    /// Tokens to generate at most.
-    #[arg(short = 'n', long = "max-new-tokens", default_value_t = 128)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 is greedy (argmax, lowest id on ties).
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(required_unless_present = "hf")]
+    pub model: Option<PathBuf>,
+    /// A model by name: `owner/repo[:FILE]` on Hugging Face (downloaded into its cache once;
+    /// `-hf` works too).
+    #[arg(long = "hf", visible_alias = "hf-repo", value_name = "REPO[:FILE]", conflicts_with = "model")]
+    pub hf: Option<String>,
+    /// With --hf: use the local cache only (also `HF_HUB_OFFLINE=1`).
+    #[arg(long, requires = "hf")]
+    pub offline: bool,
+}
+
+/// How the model runs: backend, threads, context, head.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Backend: `auto` (the fastest this CPU has) or a name.
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(backend_names()))]
+    pub backend: String,
+    /// Threads (default: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size per sequence, in tokens (default: the model's training context).
+    #[arg(short = 'c', long)]
+    pub ctx_size: Option<usize>,
+    /// Prompt tokens per forward pass; 1 evaluates the prompt one token at a time.
+    #[arg(long, visible_alias = "ubatch-size", default_value_t = 512)]
+    pub ubatch: usize,
+    /// LM head: `exact` (bitnet.cpp's numerics) or `q8` (requantized at load; faster, logits
+    /// differ slightly).
+    #[arg(long, value_enum, default_value_t = LmHeadArg::Exact)]
+    pub lm_head: LmHeadArg,
+    /// Check every weight before running (finite floats and scales, valid ternary codes), as
+    /// llama.cpp's `--check-tensors`.
+    #[arg(long)]
+    pub check_tensors: bool,
+}
+
+/// Sampling flags (llama.cpp's names and defaults).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SampleArgs {
+    /// Tokens to generate at most; -1: until an end-of-generation token or a full context.
+    #[arg(
+        short = 'n',
+        long = "n-predict",
+        visible_alias = "max-new-tokens",
+        default_value_t = 128,
+        allow_negative_numbers = true
+    )]
+    pub n_predict: i64,
+    /// Sampling temperature; 0 or less is greedy (argmax, lowest id on ties).
+    #[arg(long = "temperature", visible_alias = "temp", default_value_t = 0.8, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Top-k (0 = off).
     #[arg(long, default_value_t = 40)]
     pub top_k: usize,
     /// Top-p (1 = off).
-    #[arg(long, default_value_t = 0.95, value_parser = parse_unit)]
+    #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,
     /// Min-p (0 = off).
-    #[arg(long, default_value_t = 0.05, value_parser = parse_unit)]
+    #[arg(long, default_value_t = 0.05)]
     pub min_p: f32,
-    /// Repetition penalty over the last 64 tokens (1 = off).
-    #[arg(long, default_value_t = 1.0, value_parser = parse_positive)]
+    /// Repetition penalty over the last --repeat-last-n tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
     pub repeat_penalty: f32,
-    /// RNG seed (default: from the clock).
+    /// Window of the penalties.
+    #[arg(long, default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Frequency penalty (0 = off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub frequency_penalty: f32,
+    /// Presence penalty (0 = off).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub presence_penalty: f32,
+    /// RNG seed; -1 (the default) takes one from the clock.
+    #[arg(short = 's', long, allow_negative_numbers = true)]
+    pub seed: Option<i64>,
+    /// Keep generating past end-of-generation tokens.
     #[arg(long)]
-    pub seed: Option<u64>,
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
-    /// Threads (default: one per core).
-    #[arg(short = 't', long, default_value_t = 0)]
-    pub threads: usize,
-    /// Prompt tokens per forward pass; 1 evaluates the prompt one token at a time.
-    #[arg(long, default_value_t = 512)]
-    pub ubatch: usize,
+    pub ignore_eos: bool,
+}
+
+impl SampleArgs {
+    /// The runtime's sampling parameters, validated.
+    pub fn params(&self) -> Result<runtime::SamplingParams> {
+        let max_tokens = match self.n_predict {
+            -1 => None,
+            n if n >= 0 => Some(n as usize),
+            n => bail!("--n-predict {n}: expected -1 (until the end) or a count ≥ 0"),
+        };
+        let seed = match self.seed {
+            None | Some(-1) => None,
+            Some(s) if s >= 0 => Some(s as u64),
+            Some(s) => bail!("--seed {s}: expected -1 (random) or a value ≥ 0"),
+        };
+        let p = runtime::SamplingParams {
+            max_tokens,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            seed,
+            stop: Vec::new(),
+            ignore_eos: self.ignore_eos,
+            top_logprobs: None,
+        };
+        p.validate().map_err(|e| anyhow::anyhow!("{}", flag_names(&e.to_string())))?;
+        Ok(p)
+    }
+}
+
+/// Rewrites the runtime's field names in a message to this CLI's flag names.
+fn flag_names(msg: &str) -> String {
+    [
+        ("top_p", "--top-p"),
+        ("min_p", "--min-p"),
+        ("repeat_penalty", "--repeat-penalty"),
+        ("frequency_penalty", "--frequency-penalty"),
+        ("presence_penalty", "--presence-penalty"),
+        ("temperature", "--temperature"),
+    ]
+    .iter()
+    .fold(msg.to_string(), |m, (field, flag)| m.replace(field, flag))
+}
+
+/// Arguments of `exec`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// The prompt text.
+    #[arg(short = 'p', long, allow_hyphen_values = true, required_unless_present_any = ["file", "prompts_file"], conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file (`-` = standard input).
+    #[arg(short = 'f', long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Run many prompts: one per line, or JSONL objects `{"prompt", "max_tokens",
+    /// "temperature", "seed", …}`; writes one JSON result per line, in input order.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "file", "logits_out", "crosscheck"])]
+    pub prompts_file: Option<PathBuf>,
+    /// Sequences run together with --prompts-file (each with its own KV cache).
+    #[arg(long, visible_alias = "np", default_value_t = 1)]
+    pub parallel: usize,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Parse special-token text (e.g. `<|eot_id|>`) in the prompt.
     #[arg(long)]
     pub special: bool,
     /// Do not add the BOS token.
     #[arg(long)]
     pub no_bos: bool,
-    /// Keep generating past end-of-generation tokens.
-    #[arg(long)]
-    pub ignore_eos: bool,
-    /// Context size in tokens (default: the model's training context).
-    #[arg(short = 'c', long)]
-    pub ctx_size: Option<usize>,
     /// Format the prompt as a chat turn with the model's chat format.
     #[arg(long)]
     pub chat: bool,
-    /// System message for --chat.
-    #[arg(long, requires = "chat")]
+    /// System message (implies --chat).
+    #[arg(long, visible_alias = "sys")]
     pub system: Option<String>,
     /// Chat format by name instead of detection from the GGUF (implies --chat).
     #[arg(long, value_parser = ["bitnet", "llama3", "llama2", "chatml", "falcon3"])]
@@ -90,6 +222,9 @@ pub struct ExecArgs {
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     pub json: bool,
+    /// Print the prompt's tokens (id and text) before generating.
+    #[arg(long)]
+    pub verbose_prompt: bool,
     /// Write the logits of every prompt position to this .npy file ([n_prompt, n_vocab] f32).
     #[arg(long)]
     pub logits_out: Option<PathBuf>,
@@ -97,49 +232,28 @@ pub struct ExecArgs {
     /// naming the first failing node.
     #[arg(long)]
     pub crosscheck: bool,
-    /// LM head: `exact` (bitnet.cpp's numerics) or `q8` (requantized at load; faster, logits
-    /// differ slightly).
-    #[arg(long, value_enum, default_value_t = LmHead::Exact)]
-    pub lm_head: LmHead,
-}
-
-fn parse_unit(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not in [0, 1]"))
-    }
-}
-
-fn parse_positive(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
-    if v > 0.0 && v.is_finite() {
-        Ok(v)
-    } else {
-        Err(format!("{v} is not a positive number"))
-    }
 }
 
 /// Arguments of `check`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// The GGUF model file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Prompt whose forward passes are checked.
-    #[arg(short = 'p', long, default_value = "The capital of France is")]
+    #[arg(short = 'p', long, default_value = "The capital of France is", allow_hyphen_values = true)]
     pub prompt: String,
-    /// The backend under test.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub candidate: BackendChoice,
-    /// The backend that defines the expected outputs.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Scalar)]
-    pub reference: BackendChoice,
+    /// The backend under test (`auto`: the first backend this CPU runs).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(backend_names()))]
+    pub candidate: String,
+    /// The backend that defines the expected outputs (what it does not implement runs on
+    /// the backends after it).
+    #[arg(long, default_value = "scalar", value_parser = clap::builder::PossibleValuesParser::new(backend_names()))]
+    pub reference: String,
     /// isolated: each node gets the reference's inputs; cumulative: errors propagate.
     #[arg(long, value_enum, default_value_t = Mode::Isolated)]
     pub mode: Mode,
     /// Same as `--mode cumulative`.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "mode")]
     pub cumulative: bool,
     /// Single-token decode passes after the prompt pass.
     #[arg(long, default_value_t = 2)]
@@ -150,6 +264,9 @@ pub struct CheckArgs {
     /// Threads (default: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
+    /// Check every weight first (llama.cpp's `--check-tensors`).
+    #[arg(long)]
+    pub check_tensors: bool,
 }
 
 /// `--mode` of `check`.
@@ -283,69 +400,104 @@ pub struct SynthArgs {
 /// Arguments of `bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// The GGUF model file.
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArg,
     /// Prompt tokens for the prefill measurement (pp).
     #[arg(short = 'p', long = "n-prompt", default_value_t = 128)]
     pub n_prompt: usize,
     /// Generated tokens for the decode measurement (tg).
     #[arg(short = 'n', long = "n-gen", default_value_t = 64)]
     pub n_gen: usize,
-    /// Threads (default: one per core).
-    #[arg(short = 't', long, default_value_t = 0)]
-    pub threads: usize,
     /// Repetitions (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
-    /// Prompt tokens per forward pass.
-    #[arg(long, default_value_t = 512)]
-    pub ubatch: usize,
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-    pub backend: BackendChoice,
+    /// Sequences run together, like llama-batched-bench: a comma-separated list of levels
+    /// (`1,2,4,8`); each level prefills -p tokens per sequence and decodes -n per sequence.
+    #[arg(long = "parallel", visible_alias = "npl", value_delimiter = ',', value_name = "N,…")]
+    pub parallel: Vec<usize>,
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// Print where decode time goes, per op kind (last repetition).
+    /// Print where prefill and decode time goes, per op kind (last repetition).
     #[arg(long)]
     pub profile: bool,
-    /// LM head: exact (F16 as stored) or q8 (requantized at load).
-    #[arg(long, value_enum, default_value_t = LmHead::Exact)]
-    pub lm_head: LmHead,
+}
+
+/// Arguments of `dump`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DumpArgs {
+    #[command(flatten)]
+    pub model: ModelArg,
+    /// Output format (`--tensors` takes table or json; `--metadata` adds to the table).
+    #[arg(long, value_enum, default_value_t = DumpFormat::Table)]
+    pub format: DumpFormat,
+    /// List the file's tensors (name, type, shape, offset, bytes) instead of the graph.
+    #[arg(long)]
+    pub tensors: bool,
+    /// Print every metadata key (arrays summarised) in the table.
+    #[arg(long)]
+    pub metadata: bool,
+    /// Show which backend and kernel each node runs on with this backend choice.
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(backend_names()))]
+    pub backend: String,
+    /// LM head the graph is built for.
+    #[arg(long, value_enum, default_value_t = LmHeadArg::Exact)]
+    pub lm_head: LmHeadArg,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
-    /// Measure prefill and decode speed, and decode against the bandwidth roofline.
+    /// Measure prefill and decode speed (one or many sequences), and decode against the
+    /// bandwidth roofline.
     Bench(BenchArgs),
     /// Write a synthetic bitnet-b1.58 GGUF with random ternary weights (for benchmarks).
     Synth(SynthArgs),
     /// Cross-check a backend against the reference, node by node, on the model's graph.
     Check(CheckArgs),
-    /// Generate text from a prompt.
+    /// Generate text from a prompt (or many prompts, batched).
     Exec(ExecArgs),
     /// Print the model's metadata and its graph, every node with its shape.
-    Dump {
-        /// The GGUF model file.
-        model: PathBuf,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = DumpFormat::Table)]
-        format: DumpFormat,
-        /// List the file's tensors (name, type, shape, offset, bytes) instead of the graph.
-        #[arg(long)]
-        tensors: bool,
-        /// Print every metadata key (arrays summarised).
-        #[arg(long)]
-        metadata: bool,
-        /// Show which backend and kernel each node runs on with this backend choice.
-        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
-        backend: BackendChoice,
-    },
+    Dump(DumpArgs),
+}
+
+/// llama.cpp's multi-letter single-dash flags, rewritten to their long forms before clap
+/// sees them (clap's short flags are one letter).
+fn llama_cpp_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut out = Vec::new();
+    let mut after_dashes = false;
+    for a in args {
+        if !after_dashes {
+            match a.to_str() {
+                Some("--") => after_dashes = true,
+                Some("-hf") | Some("-hfr") => {
+                    out.push("--hf".into());
+                    continue;
+                }
+                Some("-np") => {
+                    out.push("--parallel".into());
+                    continue;
+                }
+                Some("-ub") => {
+                    out.push("--ubatch".into());
+                    continue;
+                }
+                Some("-sys") => {
+                    out.push("--system".into());
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(a);
+    }
+    out
 }
 
 /// Parses arguments and runs the subcommand.
 pub fn run() -> Result<ExitCode> {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::try_parse_from(llama_cpp_spellings(std::env::args_os())) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -358,6 +510,6 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Check(a) => crate::check::run(&a),
         Cmd::Synth(a) => crate::synth::run(&a),
         Cmd::Bench(a) => crate::bench::run(&a),
-        Cmd::Dump { model, format, tensors, metadata, backend } => crate::dump::run(&model, format, tensors, metadata, backend),
+        Cmd::Dump(a) => crate::dump::run(&a),
     }
 }

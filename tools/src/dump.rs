@@ -5,36 +5,42 @@ use std::fmt::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use gguf::GgufFile;
 
-use crate::cli::DumpFormat;
-use crate::runtime::{self, BackendChoice};
+use crate::cli::{DumpArgs, DumpFormat};
+use crate::{load, out};
 
 /// Runs `dump`.
-pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool, backend: BackendChoice) -> Result<ExitCode> {
+pub fn run(a: &DumpArgs) -> Result<ExitCode> {
+    let path = &load::model_path(&a.model)?;
+    let (format, tensors, all_metadata) = (a.format, a.tensors, a.metadata);
+    if tensors && format == DumpFormat::Dot {
+        bail!("--tensors lists tensors as a table or as JSON, not as DOT");
+    }
+    if all_metadata && format != DumpFormat::Table {
+        bail!("--metadata adds the metadata keys to the table format only");
+    }
     let file = GgufFile::open(path)?;
+    let mut stdout = out::stdout();
     if tensors {
-        print!("{}", tensor_listing(&file, format)?);
+        stdout.put(&tensor_listing(&file, format)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
+    let opts = gguf::LowerOptions { lm_head_q8: a.lm_head == crate::cli::LmHeadArg::Q8 };
+    let model = gguf::lower_with(&file, opts).with_context(|| format!("lowering {}", path.display()))?;
     let g = &model.graph;
-    // The plan: which backend and kernel each node will run on (a 1-position executor is
-    // enough to plan; nothing is computed).
-    let (preferred, _) = runtime::pick_backend(backend)?;
-    let ex = graph::Executor::new(g.clone(), &file, preferred, std::sync::Arc::new(backend_scalar::ScalarBackend::new()), 1)?;
-    let kernels = ex.kernel_names();
-    let plan = ex.plan_summary();
+    // The plan: which backend and kernel each node will run on (nothing is bound or run).
+    let backends = runtime::backends::resolve(&a.backend).map_err(|e| anyhow!("--backend: {e}"))?;
+    let (kernels, plan) = graph::exec::describe_plan(g, &backends)?;
     let ann = Some(&kernels);
     match format {
         DumpFormat::Table => {
-            print!("{}", summary(&file, &model, path, all_metadata));
-            println!("plan: {plan}");
-            println!();
-            print!("{}", graph::dump::table(g, ann));
+            stdout.put(&summary(&file, &model, path, all_metadata))?;
+            stdout.line(&format!("plan: {plan}\n"))?;
+            stdout.put(&graph::dump::table(g, ann))?;
         }
-        DumpFormat::Dot => print!("{}", graph::dump::dot(g, ann, None)),
+        DumpFormat::Dot => stdout.put(&graph::dump::dot(g, ann, None))?,
         DumpFormat::Json => {
             let doc = serde_json::json!({
                 "model": {
@@ -50,7 +56,7 @@ pub fn run(path: &Path, format: DumpFormat, tensors: bool, all_metadata: bool, b
                 "nodes": graph::dump::json_nodes(g, ann),
                 "outputs": g.outputs().iter().map(|&o| g.node(o).name.as_str()).collect::<Vec<_>>(),
             });
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            stdout.line(&serde_json::to_string_pretty(&doc)?)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -105,7 +111,7 @@ fn summary(file: &GgufFile, model: &gguf::Model, path: &Path, all_metadata: bool
             let _ = writeln!(s, "  {k} = {}", v.summary());
         }
     }
-    let _ = writeln!(s, "graph: {} nodes, verified", model.graph.nodes().len());
+    let _ = writeln!(s, "graph: {} nodes, verified", model.graph.len());
     s
 }
 

@@ -32,8 +32,20 @@ struct Dims {
 
 fn preset(p: SynthPreset) -> Dims {
     match p {
-        SynthPreset::Tiny => Dims { embd: 256, ff: 512, layers: 2, heads: 4, kv_heads: 2, vocab: 128256, ctx: 512, rope_base: 500000.0, eps: 1e-5 },
-        SynthPreset::TwoB4T => Dims { embd: 2560, ff: 6912, layers: 30, heads: 20, kv_heads: 5, vocab: 128256, ctx: 4096, rope_base: 500000.0, eps: 1e-5 },
+        SynthPreset::Tiny => {
+            Dims { embd: 256, ff: 512, layers: 2, heads: 4, kv_heads: 2, vocab: 128256, ctx: 512, rope_base: 500000.0, eps: 1e-5 }
+        }
+        SynthPreset::TwoB4T => Dims {
+            embd: 2560,
+            ff: 6912,
+            layers: 30,
+            heads: 20,
+            kv_heads: 5,
+            vocab: 128256,
+            ctx: 4096,
+            rope_base: 500000.0,
+            eps: 1e-5,
+        },
     }
 }
 
@@ -145,7 +157,8 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     ov(a.kv_heads, &mut d.kv_heads);
     ov(a.ctx, &mut d.ctx);
     let vocab_file = GgufFile::open(&a.vocab_from).with_context(|| format!("--vocab-from {}", a.vocab_from.display()))?;
-    let tokenizer_md: Vec<(String, Value)> = vocab_file.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer.")).cloned().collect();
+    let tokenizer_md: Vec<(String, Value)> =
+        vocab_file.metadata().iter().filter(|(k, _)| k.starts_with("tokenizer.")).cloned().collect();
     let n_tokens = vocab_file.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).map(|a| a.len());
     let Some(n_tokens) = n_tokens else { bail!("--vocab-from {}: no tokenizer.ggml.tokens", a.vocab_from.display()) };
     d.vocab = a.vocab.unwrap_or(n_tokens);
@@ -157,7 +170,8 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
             bail!("{what} {v}: I2_S needs a positive multiple of 128");
         }
     }
-    if d.layers == 0 || d.heads == 0 || d.kv_heads == 0 || !d.embd.is_multiple_of(d.heads) || !d.heads.is_multiple_of(d.kv_heads) {
+    if d.layers == 0 || d.heads == 0 || d.kv_heads == 0 || !d.embd.is_multiple_of(d.heads) || !d.heads.is_multiple_of(d.kv_heads)
+    {
         bail!("inconsistent heads: {} heads, {} KV heads, n_embd {}", d.heads, d.kv_heads, d.embd);
     }
     let hd = d.embd / d.heads;
@@ -192,11 +206,14 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
         (k("attention.head_count_kv"), Value::U32(d.kv_heads as u32)),
         (k("attention.layer_norm_rms_epsilon"), Value::F32(d.eps)),
         (k("rope.freq_base"), Value::F32(d.rope_base)),
-        ("general.file_type".into(), Value::U32(match wtype {
-            DType::TQ1_0 => 36,
-            DType::TQ2_0 => 37,
-            _ => 40,
-        })),
+        (
+            "general.file_type".into(),
+            Value::U32(match wtype {
+                DType::TQ1_0 => 36,
+                DType::TQ2_0 => 37,
+                _ => 40,
+            }),
+        ),
     ];
     md.extend(tokenizer_md);
     md.push(("general.synthetic_seed".into(), Value::U64(a.seed)));
@@ -289,4 +306,3 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     gguf::lower(&check).context("the written file does not lower")?;
     Ok(ExitCode::SUCCESS)
 }
-

@@ -100,7 +100,20 @@ fn exec_greedy_matches_reference_token_by_token() {
         let path = shared(&format!("models/{model}.gguf")).display().to_string();
         let idx = json(&format!("{dir}/index.json"));
         for p in idx["prompts"].as_array().unwrap() {
-            let o = bg(&["exec", &path, "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ubatch", "1", "--ignore-eos", "--json"]);
+            let o = bg(&[
+                "exec",
+                &path,
+                "-p",
+                p["text"].as_str().unwrap(),
+                "-n",
+                "32",
+                "--temperature",
+                "0",
+                "--ubatch",
+                "1",
+                "--ignore-eos",
+                "--json",
+            ]);
             assert!(o.status.success(), "{model}: {}", stderr(&o));
             let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
             assert_eq!(ids(&r["prompt_tokens"]), ids(&p["prompt_tokens"]), "{model} {}", p["id"]);
@@ -121,8 +134,20 @@ fn exec_batched_logits_out_matches_reference() {
     for p in idx["prompts"].as_array().unwrap() {
         let out = dir.join("l.npy");
         let o = bg(&[
-            "exec", &tiny(), "-p", p["text"].as_str().unwrap(), "-n", "32", "--temperature", "0", "--ignore-eos", "--json",
-            "--ubatch", "512", "--logits-out", out.to_str().unwrap(),
+            "exec",
+            &tiny(),
+            "-p",
+            p["text"].as_str().unwrap(),
+            "-n",
+            "32",
+            "--temperature",
+            "0",
+            "--ignore-eos",
+            "--json",
+            "--ubatch",
+            "512",
+            "--logits-out",
+            out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
         let r: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();

@@ -1,23 +1,20 @@
-//! `Backend::eval` for the AVX2 backend: input checks, the split of work over output rows
-//! (rayon), and the calls into the kernels of [`crate::x86_64`]. No `unsafe` here.
+//! The AVX2 backend's kernels as the executor calls them: input checks, the split of work
+//! over output rows (rayon), one token-tile driver for every matmul, and the calls into the
+//! SIMD code of [`crate::x86_64`]. No `unsafe` here.
 //!
 //! Conventions are the scalar backend's (`backend-scalar/src/lib.rs`): q8_tok rows are
 //! `K` i8, the f32 scale, the i32 sum; q8_k rows are `K/256` blocks of (f32 `d`, 256 i8);
-//! weights arrive in their file layout; the KV cache is
-//! `k [Hkv][n_ctx][hd]`, `v [Hkv][hd][n_ctx]` (f16); MatMulF16 rounds a one-row activation
-//! to f16 and uses dot16, else dotblas on the f32 activation; attention pads the positions
-//! to a multiple of 32 with exact zeros; SelectOutputs keeps the last rows. Bad sizes are
-//! errors, never panics.
+//! weights arrive in their file layout; MatMulF16 rounds a row that is its sequence's only
+//! row to f16 and uses dot16, else dotblas on the f32 activation; SelectOutputs gathers
+//! rows. Bad sizes are errors, never panics.
 
-use graph::backend::{q8tok_row_bytes, KvLayer, TensorMut, TensorRef};
-use graph::{DType, Error, Op, Result};
+use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef};
+use graph::{DType, Error, Result};
 use half::f16;
 use rayon::prelude::*;
 
 use crate::tiles::*;
 use crate::x86_64::elementwise::Elementwise;
-use crate::x86_64::q4_0::BLOCK_BYTES as Q4_0_BLOCK_BYTES;
-use crate::x86_64::q8_0::BLOCK_BYTES as Q8_0_BLOCK_BYTES;
 use crate::x86_64::q8_k::{BLOCK as Q8K_BLOCK, BLOCK_BYTES as Q8K_BLOCK_BYTES};
 use crate::x86_64::tq::TqKind;
 use crate::x86_64::{Isa, Vnni};
@@ -31,62 +28,105 @@ const MIN_TASK_BYTES: usize = 1 << 15;
 /// Elementwise ops: elements per rayon task.
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
-fn fail(op: &Op, msg: impl std::fmt::Display) -> Error {
-    Error::runtime(format!("{}: {msg}", op.name()))
+pub(crate) fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
+    Error::runtime(format!("{op}: {msg}"))
 }
 
-/// Evaluates one node (see [`graph::Backend::eval`]).
-pub(crate) fn eval(
-    isa: Isa,
-    vnni: Option<Vnni>,
-    op: &Op,
-    inputs: &[TensorRef<'_>],
-    out: &mut TensorMut<'_>,
-    kv: Option<&mut KvLayer<'_>>,
-) -> Result<()> {
-    if inputs.len() != op.arity() {
-        return Err(fail(op, format!("{} inputs, expected {}", inputs.len(), op.arity())));
-    }
-    match op {
-        Op::RmsNorm { eps } => rms_norm(isa, op, inputs, out, *eps),
-        Op::QuantizeI8 => quantize_i8(isa, op, inputs, out),
-        Op::MatMulI2S => matmul_i2s(isa, vnni, op, inputs, out),
-        Op::MatMulF16 => matmul_f16(isa, op, inputs, out),
-        Op::MatMulQ8_0 => matmul_q8_0(isa, op, inputs, out),
-        Op::QuantizeQ8K => quantize_q8_k(isa, op, inputs, out),
-        Op::Rope { n_rot, freq_base, style } => rope(isa, op, inputs, out, *n_rot, *freq_base, *style),
-        Op::MatMulTQ => matmul_tq(isa, op, inputs, out),
-        Op::Attention { n_head, n_head_kv, head_dim, scale, .. } => {
-            let kv = kv.ok_or_else(|| fail(op, "no KV cache"))?;
-            attention(isa, op, inputs, out, kv, *n_head, *n_head_kv, *head_dim, *scale)
-        }
-        Op::Add => elementwise(isa, op, Elementwise::Add, inputs, out),
-        Op::Mul => elementwise(isa, op, Elementwise::Mul, inputs, out),
-        Op::Relu => elementwise(isa, op, Elementwise::Relu, inputs, out),
-        Op::Sqr => elementwise(isa, op, Elementwise::Sqr, inputs, out),
-        Op::Silu => elementwise(isa, op, Elementwise::Silu, inputs, out),
-        Op::Reshape { .. } => {
-            let (x, o) = (inputs[0].f32()?, out.f32()?);
-            if x.len() != o.len() {
-                return Err(fail(op, format!("{} elements into an output of {}", x.len(), o.len())));
-            }
-            o.copy_from_slice(x);
-            Ok(())
-        }
-        Op::SelectOutputs => {
-            let (x, o) = (inputs[0].f32()?, out.f32()?);
-            if o.len() > x.len() {
-                return Err(fail(op, format!("{} output elements from an input of {}", o.len(), x.len())));
-            }
-            o.copy_from_slice(&x[x.len() - o.len()..]);
-            Ok(())
-        }
-        _ => Err(fail(op, "not supported by the avx2 backend")),
+/// One product of a task's weight rows with every token of a step, computed in tiles of
+/// `R` rows × `N` tokens. The one token-tile driver, [`drive`], walks every job the same
+/// way; a job only says how to compute one tile and how a block's results become outputs.
+pub(crate) trait TileJob: Sync {
+    /// What a tile computes per (row, token) before [`TileJob::finish`]: the f32 result, or
+    /// an integer dot that a float epilogue turns into one.
+    type Acc: Copy + Default;
+
+    /// Rows `r .. r+R` (task-local) × tokens `n0 .. n0+nn`, into `acc[(n0+dn)·block + r_local+dr]`.
+    /// Each job dispatches `nn` to the tile widths it has kernels for (see [`tiles!`]).
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [Self::Acc], block: usize);
+
+    /// Turns the accumulators of rows `b0 .. b0+nb` (`acc[n·block + r_local]`) into the
+    /// outputs `outs[n][b0 .. b0+nb]` (f32 jobs: [`copy_block`]).
+    fn finish(&self, b0: usize, nb: usize, acc: &[Self::Acc], block: usize, outs: &mut [&mut [f32]]);
+}
+
+/// The epilogue of jobs whose tiles compute final f32 values: a copy.
+pub(crate) fn copy_block(b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+    for (n, out) in outs.iter_mut().enumerate() {
+        out[b0..b0 + nb].copy_from_slice(&acc[n * block..n * block + nb]);
     }
 }
 
+/// Stores an `R × N` tile result at `acc[(n0+dn)·block + r_local+dr]`.
+#[inline(always)]
+pub(crate) fn store<T: Copy, const R: usize, const N: usize>(
+    res: [[T; N]; R],
+    r_local: usize,
+    n0: usize,
+    acc: &mut [T],
+    block: usize,
+) {
+    for (dr, res_r) in res.iter().enumerate() {
+        for (dn, &v) in res_r.iter().enumerate() {
+            acc[(n0 + dn) * block + r_local + dr] = v;
+        }
+    }
+}
+
+/// Dispatches a runtime tile width to a job's const-generic kernel: `tiles!(nn; 1, 2, 4 =>
+/// |N| expr)` instantiates the kernel only at the widths listed (each width is a separate
+/// kernel, so jobs list the few they were tuned for).
+macro_rules! tiles {
+    ($nn:expr; $($n:literal),+ => |$N:ident| $body:expr) => {
+        match $nn {
+            $( $n => { const $N: usize = $n; $body } )+
+            other => unreachable!("no tile kernel for {other} tokens"),
+        }
+    };
+}
+
+/// Output rows per block: within a block, the token tiles are the outer loop, so a tile's
+/// activations stay in L1 while the block's weights (at most 64 rows, ~110 KB of I2_S codes
+/// at K = 6912) come from L2 for every token tile but the first; each token tile walks the
+/// block in tiles of `R` rows (then single rows), and the block's epilogue runs over its
+/// rows at once, where the compiler vectorises it. (A scalar `divss` per output in the I2_S
+/// tile loop cost ~1/3 of the kernel time; `avx2_kernel_throughput`, 1 thread, 6912×2560
+/// T = 128: 35 → 66 G MAC/s, T = 1: 24 → 34 G MAC/s.)
+pub(crate) const ROW_BLOCK: usize = 64;
+
+/// Runs `job` over every row of a task (`outs[token]` holds the task's output columns of
+/// each token) in row tiles of `R` and token tiles of up to `nt`.
+pub(crate) fn drive<J: TileJob, const R: usize>(job: &J, nt: usize, outs: &mut [&mut [f32]]) {
+    let t = outs.len();
+    let Some(first) = outs.first() else { return };
+    let n_rows = first.len();
+    let mut acc = vec![J::Acc::default(); t * ROW_BLOCK];
+    for b0 in (0..n_rows).step_by(ROW_BLOCK) {
+        let nb = ROW_BLOCK.min(n_rows - b0);
+        let mut n0 = 0;
+        while n0 < t {
+            let nn = (t - n0).min(nt);
+            let mut r = 0;
+            while r + R <= nb {
+                job.tile::<R>(b0 + r, r, n0, nn, &mut acc, ROW_BLOCK);
+                r += R;
+            }
+            while r < nb {
+                job.tile::<1>(b0 + r, r, n0, nn, &mut acc, ROW_BLOCK);
+                r += 1;
+            }
+            n0 += nn;
+        }
+        job.finish(b0, nb, &acc, ROW_BLOCK, outs);
+    }
+}
+
+/// Splits the output `[T, M]` into tasks of `rows` columns and runs `job(r0, outs)` on each
+/// in parallel (`r0` is the task's first row).
+pub(crate) fn par_tasks(o: &mut [f32], m: usize, rows: usize, job: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
+    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| job(i * rows, &mut outs));
+}
 /// `[M, K]` of a weight input, which must have dtype `want`.
-fn weight_dims(op: &Op, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)> {
+fn weight_dims(op: &str, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)> {
     if w.dtype != want {
         return Err(fail(op, format!("weight dtype {}, this backend's kernel takes {want}", w.dtype)));
     }
@@ -97,7 +137,7 @@ fn weight_dims(op: &Op, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)
 }
 
 /// Tasks per thread of most kernels (small, so a late or slowed thread costs little).
-const TASKS_PER_THREAD: usize = 8;
+pub(crate) const TASKS_PER_THREAD: usize = 8;
 /// Tasks per thread of the I2_S matmul: a task is a run of consecutive rows streamed from
 /// memory, so fewer, longer runs stream better (the workers are kept awake, see
 /// `graph::Executor`). 2-vCPU Xeon VM, 2 threads, 2B shape: the 210 GEMVs of a decode
@@ -110,7 +150,7 @@ const I2S_TASKS_PER_THREAD: usize = 2;
 /// per thread, more if a task would exceed [`MAX_TASK_BYTES`] (always a multiple of the
 /// thread count, so that equal threads finish together), at least [`MIN_TASK_BYTES`] per
 /// task, rounded up to a multiple of `align`.
-fn rows_per_task(m: usize, row_bytes: usize, align: usize, per_thread: usize) -> usize {
+pub(crate) fn rows_per_task(m: usize, row_bytes: usize, align: usize, per_thread: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let row_bytes = row_bytes.max(1);
     let per_thread = per_thread.max((m * row_bytes).div_ceil(threads * MAX_TASK_BYTES)).max(1);
@@ -120,7 +160,7 @@ fn rows_per_task(m: usize, row_bytes: usize, align: usize, per_thread: usize) ->
 
 /// Splits an output `[T, M]` (row-major) into tasks of `rows` consecutive output columns:
 /// task `i` gets, for each token, the slice of columns `i·rows .. (i+1)·rows`.
-fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>> {
+pub(crate) fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>> {
     let mut tasks: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(rows)).map(|_| Vec::new()).collect();
     for orow in out.chunks_mut(m) {
         for (task, piece) in tasks.iter_mut().zip(orow.chunks_mut(rows)) {
@@ -131,9 +171,9 @@ fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>>
 }
 
 /// RoPE over `[T, H, hd]`: tokens in parallel, one position each.
-fn rope(
+pub(crate) fn rope(
     isa: Isa,
-    op: &Op,
+    op: &str,
     inputs: &[TensorRef<'_>],
     out: &mut TensorMut<'_>,
     n_rot: usize,
@@ -157,7 +197,7 @@ fn rope(
     Ok(())
 }
 
-fn rms_norm(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, eps: f32) -> Result<()> {
+pub(crate) fn rms_norm(isa: Isa, op: &str, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, eps: f32) -> Result<()> {
     let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
     let d = w.len();
     let o = out.f32()?;
@@ -172,7 +212,7 @@ fn rms_norm(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>
     Ok(())
 }
 
-fn quantize_i8(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+pub(crate) fn quantize_i8(isa: Isa, op: &str, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let x = inputs[0].f32()?;
     let k = *inputs[0].dims.last().unwrap_or(&1);
     let o = out.bytes()?;
@@ -213,73 +253,24 @@ struct I2sJob<'a> {
     scale: f32,
 }
 
-/// Output rows per block of I2_S integer dots: the float epilogue then runs over a block's
-/// rows at once, where the compiler vectorises its division. (A scalar `divss` per output
-/// in the tile loop cost ~1/3 of the kernel time; `avx2_kernel_throughput`, 1 thread,
-/// 6912×2560 T = 128: 35 → 66 G MAC/s, T = 1: 24 → 34 G MAC/s.)
-const I2S_ROW_BLOCK: usize = 64;
+impl TileJob for I2sJob<'_> {
+    type Acc = i32;
 
-impl I2sJob<'_> {
-    /// Integer dots of rows `r .. r+R` × tokens `n0 .. n0+N` into `dots[token][r_local ..]`.
-    fn tile<const R: usize, const N: usize>(&self, r: usize, r_local: usize, n0: usize, dots: &mut [i32]) {
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [i32], block: usize) {
         let (codes, xq) = (&self.codes[r * self.row_bytes..], &self.xq[n0 * self.stride..]);
-        let acc = match self.vnni {
-            Some(v) if self.no_wrap[n0..n0 + N].iter().all(|&ok| ok) => {
-                v.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k)
-            }
-            _ => self.isa.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k),
-        };
-        for (dr, acc_r) in acc.iter().enumerate() {
-            for (dn, &a) in acc_r.iter().enumerate() {
-                dots[(n0 + dn) * I2S_ROW_BLOCK + r_local + dr] = a;
-            }
-        }
+        let vnni = self.vnni.filter(|_| self.no_wrap[n0..n0 + nn].iter().all(|&ok| ok));
+        tiles!(nn; 1, 2, 3, 4 => |N| {
+            let res = match vnni {
+                Some(v) => v.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k),
+                None => self.isa.i2s_dots::<R, N>(codes, self.row_bytes, xq, self.stride, self.k),
+            };
+            store(res, r_local, n0, acc, block)
+        })
     }
 
-    /// Every row of the task: blocks of [`I2S_ROW_BLOCK`] rows, each followed by the float
-    /// epilogue of the block. Within a block the token tiles of `NT` tokens (and a smaller
-    /// last one) are the outer loop, so a tile's activations stay in L1 while the block's
-    /// codes (at most 64 rows, ~110 KB) come from L2; each token tile then walks the block in
-    /// tiles of `R` rows (then single rows).
-    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
-        let n_rows = outs[0].len();
-        let t = self.toks.len();
-        let mut dots = vec![0i32; t * I2S_ROW_BLOCK];
-        for b0 in (0..n_rows).step_by(I2S_ROW_BLOCK) {
-            let nb = I2S_ROW_BLOCK.min(n_rows - b0);
-            let mut n0 = 0;
-            while n0 < t {
-                let nn = (t - n0).min(NT);
-                match nn {
-                    1 => self.block::<R, 1>(b0, nb, n0, &mut dots),
-                    2 => self.block::<R, 2>(b0, nb, n0, &mut dots),
-                    3 => self.block::<R, 3>(b0, nb, n0, &mut dots),
-                    4 => self.block::<R, 4>(b0, nb, n0, &mut dots),
-                    5 => self.block::<R, 5>(b0, nb, n0, &mut dots),
-                    6 => self.block::<R, 6>(b0, nb, n0, &mut dots),
-                    7 => self.block::<R, 7>(b0, nb, n0, &mut dots),
-                    8 => self.block::<R, 8>(b0, nb, n0, &mut dots),
-                    _ => unreachable!("token tiles hold at most 8 tokens"),
-                }
-                n0 += nn;
-            }
-            for ((out, acc), &(s, sum)) in outs.iter_mut().zip(dots.chunks_exact(I2S_ROW_BLOCK)).zip(self.toks) {
-                i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
-            }
-        }
-    }
-
-    /// Tokens `n0 .. n0+N` for the `nb` rows of the block at `b0`, in tiles of `R` rows
-    /// (then single rows).
-    fn block<const R: usize, const N: usize>(&self, b0: usize, nb: usize, n0: usize, dots: &mut [i32]) {
-        let mut r = 0;
-        while r + R <= nb {
-            self.tile::<R, N>(b0 + r, r, n0, dots);
-            r += R;
-        }
-        while r < nb {
-            self.tile::<1, N>(b0 + r, r, n0, dots);
-            r += 1;
+    fn finish(&self, b0: usize, nb: usize, acc: &[i32], block: usize, outs: &mut [&mut [f32]]) {
+        for ((out, acc), &(s, sum)) in outs.iter_mut().zip(acc.chunks_exact(block)).zip(self.toks) {
+            i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
         }
     }
 }
@@ -296,7 +287,8 @@ fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
     }
 }
 
-fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+pub(crate) fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulI2S";
     let w = inputs[0].bytes()?;
     let (m, k) = weight_dims(op, &inputs[0], DType::I2S)?;
     let xq = inputs[1].bytes()?;
@@ -328,8 +320,7 @@ fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, op: &Op, inputs: &[TensorRef<'_>], o
     let row_bytes = k / 4;
     let rows = rows_per_task(m, row_bytes, 4, I2S_TASKS_PER_THREAD);
     // w: [M, K/4] codes; xq: [T] q8 rows; o: [T, M]. Tasks own disjoint output columns.
-    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
-        let r0 = i * rows;
+    par_tasks(o, m, rows, |r0, outs| {
         let n_rows = outs[0].len();
         let job = I2sJob {
             isa,
@@ -344,9 +335,9 @@ fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, op: &Op, inputs: &[TensorRef<'_>], o
             scale,
         };
         if t == 1 {
-            job.run::<I2S_ROWS_1, 1>(&mut outs);
+            drive::<_, I2S_ROWS_1>(&job, 1, outs);
         } else {
-            job.run::<I2S_ROWS, I2S_TOKENS>(&mut outs);
+            drive::<_, I2S_ROWS>(&job, I2S_TOKENS, outs);
         }
     });
     Ok(())
@@ -364,133 +355,149 @@ fn dot16_finish(r: f32, w: &[u8], x: &[f32]) -> f32 {
     sum as f32
 }
 
-/// `dot16` of rows `r .. r+R` (`row_stride` bytes apart in `w`) with `x` (f16 values as
-/// f32), into `out[r ..]`.
-fn dot16_tile<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], r: usize, out: &mut [f32]) {
-    let res = isa.dot16_rows::<R>(&w[r * row_stride..], row_stride, x);
-    for (dr, &v) in res.iter().enumerate() {
-        let row = &w[(r + dr) * row_stride..];
-        out[r + dr] = dot16_finish(v, row, x);
-    }
+/// `dot16` of the task's weight rows with tokens of f16-rounded activations (f32 values).
+pub(crate) struct Dot16Job<'a> {
+    pub isa: Isa,
+    /// The task's weight rows (f16), `row_stride` bytes apart.
+    pub w: &'a [u8],
+    pub row_stride: usize,
+    /// Token rows, `x_stride` f32 apart, `k` used.
+    pub x: &'a [f32],
+    pub x_stride: usize,
+    pub k: usize,
 }
 
-/// `dot16` of every row of `w` (`out.len()` rows, `row_stride` bytes apart) with `x`.
-fn dot16_all<const R: usize>(isa: Isa, w: &[u8], row_stride: usize, x: &[f32], out: &mut [f32]) {
-    let n = out.len();
-    let mut r = 0;
-    while r + R <= n {
-        dot16_tile::<R>(isa, w, row_stride, x, r, out);
-        r += R;
+impl TileJob for Dot16Job<'_> {
+    type Acc = f32;
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
     }
-    while r < n {
-        dot16_tile::<1>(isa, w, row_stride, x, r, out);
-        r += 1;
-    }
-}
 
-/// A job over an output tile grid: `rows` computes row tile `r` (R rows) for every token;
-/// `run` walks the job's rows in tiles of R and finishes the remainder one row at a time.
-trait RowTiles {
-    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]);
-
-    fn run<const R: usize, const NT: usize>(&self, outs: &mut [&mut [f32]]) {
-        let n_rows = outs[0].len();
-        let mut r = 0;
-        while r + R <= n_rows {
-            self.rows::<R, NT>(r, outs);
-            r += R;
-        }
-        while r < n_rows {
-            self.rows::<1, NT>(r, outs);
-            r += 1;
-        }
-    }
-}
-
-/// One dotblas product: the task's weight rows and all activation rows.
-struct BlasJob<'a> {
-    isa: Isa,
-    w: &'a [u8],
-    row_stride: usize,
-    x: &'a [f32],
-    k: usize,
-    t: usize,
-}
-
-impl BlasJob<'_> {
-    fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
-        let res = self.isa.dotblas_tile::<R, N>(
-            &self.w[r * self.row_stride..],
-            self.row_stride,
-            &self.x[n0 * self.k..],
-            self.k,
-            self.k,
-        );
-        for (dr, res_r) in res.iter().enumerate() {
-            for (dn, &v) in res_r.iter().enumerate() {
-                outs[n0 + dn][r + dr] = v;
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        let w = &self.w[r * self.row_stride..];
+        let x = &self.x[n0 * self.x_stride..];
+        tiles!(nn; 1, 2 => |N| {
+            let mut res = self.isa.dot16_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k);
+            for (dr, res_r) in res.iter_mut().enumerate() {
+                for (dn, v) in res_r.iter_mut().enumerate() {
+                    *v = dot16_finish(*v, &w[dr * self.row_stride..], &x[dn * self.x_stride..dn * self.x_stride + self.k]);
+                }
             }
-        }
+            store(res, r_local, n0, acc, block)
+        })
     }
 }
 
-impl RowTiles for BlasJob<'_> {
-    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
-        let mut n0 = 0;
-        while n0 < self.t {
-            let nn = (self.t - n0).min(NT);
-            match nn {
-                1 => self.tile::<R, 1>(r, n0, outs),
-                2 => self.tile::<R, 2>(r, n0, outs),
-                3 => self.tile::<R, 3>(r, n0, outs),
-                4 => self.tile::<R, 4>(r, n0, outs),
-                5 => self.tile::<R, 5>(r, n0, outs),
-                6 => self.tile::<R, 6>(r, n0, outs),
-                _ => unreachable!("token tiles hold at most 6 tokens"),
-            }
-            n0 += nn;
-        }
+/// `dotblas` of the task's weight rows with f32 token rows.
+pub(crate) struct BlasJob<'a> {
+    pub isa: Isa,
+    pub w: &'a [u8],
+    pub row_stride: usize,
+    /// Token rows, `x_stride` f32 apart, `k` used.
+    pub x: &'a [f32],
+    pub x_stride: usize,
+    pub k: usize,
+}
+
+impl TileJob for BlasJob<'_> {
+    type Acc = f32;
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        let (w, x) = (&self.w[r * self.row_stride..], &self.x[n0 * self.x_stride..]);
+        tiles!(nn; 1, 2, 3, 4 => |N| store(self.isa.dotblas_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k), r_local, n0, acc, block))
     }
 }
 
-fn matmul_f16(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+/// F16 weights × f32 rows `x [R, K]`: each row in the form its sequence's row count calls
+/// for (`dot16` on f16(x) for a sequence's only row, else `dotblas`), rows of one form
+/// batched so the weights stream once per form.
+pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulF16";
     let w = inputs[0].bytes()?;
     let (m, k) = weight_dims(op, &inputs[0], DType::F16)?;
-    let x = inputs[1].f32()?;
+    let (x, seqs) = (inputs[1].f32()?, inputs[2].i32()?);
     let t = inputs[1].dims.first().copied().unwrap_or(0);
     let o = out.f32()?;
-    if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
-        return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
+    if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m || seqs.len() != t {
+        return Err(fail(
+            op,
+            format!(
+                "weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}",
+                w.len(),
+                inputs[1].dims,
+                seqs.len(),
+                o.len()
+            ),
+        ));
     }
     if m == 0 || t == 0 {
         return Ok(());
     }
+    let single: Vec<bool> = graph::rows_per_seq(seqs).iter().map(|&n| n == 1).collect();
+    // The rows of each form; when all rows share one form the output is written in place.
+    let (ones, many): (Vec<usize>, Vec<usize>) = (0..t).partition(|&i| single[i]);
+    for (rows, dot16) in [(ones, true), (many, false)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let xs: Vec<f32> = if dot16 {
+            let mut x16 = vec![0.0f32; rows.len() * k];
+            for (dst, &i) in x16.chunks_exact_mut(k.max(1)).zip(&rows) {
+                isa.round_f16(&x[i * k..(i + 1) * k], dst);
+            }
+            x16
+        } else if rows.len() == t {
+            Vec::new()
+        } else {
+            rows.iter().flat_map(|&i| x[i * k..(i + 1) * k].iter().copied()).collect()
+        };
+        let xr: &[f32] = if xs.is_empty() { x } else { &xs };
+        let n = rows.len();
+        let mut tmp = if n == t { Vec::new() } else { vec![0.0f32; n * m] };
+        let dst: &mut [f32] = if n == t { &mut *o } else { &mut tmp };
+        matmul_f16_rows(isa, w, m, k, xr, n, dot16, dst);
+        if n != t {
+            for (src, &i) in tmp.chunks_exact(m).zip(&rows) {
+                o[i * m..(i + 1) * m].copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dst [n, M] = x [n, K] · wᵀ` in one form.
+#[allow(clippy::too_many_arguments)]
+fn matmul_f16_rows(isa: Isa, w: &[u8], m: usize, k: usize, x: &[f32], n: usize, dot16: bool, dst: &mut [f32]) {
     let row_bytes = 2 * k;
-    // w: [M, K] f16; x: [T, K]; o: [T, M]. One column: x → f16, dot16; else dotblas.
-    if t == 1 {
-        let mut x16 = vec![0.0f32; k];
-        isa.round_f16(x, &mut x16);
+    if dot16 {
+        // One row per tile streams long rows best (the 2B LM head), with up to two tokens
+        // sharing each weight load; short rows take two rows per tile, one token.
         let long = k >= DOT16_LONG_ROW;
-        let rows = rows_per_task(m, row_bytes, if long { DOT16_ROWS_LONG } else { DOT16_ROWS }, TASKS_PER_THREAD);
-        o.par_chunks_mut(rows).enumerate().for_each(|(i, orow)| {
-            let r0 = i * rows;
-            let wt = &w[r0 * row_bytes..(r0 + orow.len()) * row_bytes];
+        let tile_rows = if long { DOT16_ROWS_LONG } else { DOT16_ROWS };
+        let rows = rows_per_task(m, row_bytes, tile_rows, TASKS_PER_THREAD);
+        par_tasks(dst, m, rows, |r0, outs| {
+            let n_rows = outs[0].len();
+            let job =
+                Dot16Job { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_stride: row_bytes, x, x_stride: k, k };
             if long {
-                dot16_all::<DOT16_ROWS_LONG>(isa, wt, row_bytes, &x16, orow);
+                drive::<_, DOT16_ROWS_LONG>(&job, DOT16_TOKENS_LONG, outs);
             } else {
-                dot16_all::<DOT16_ROWS>(isa, wt, row_bytes, &x16, orow);
+                drive::<_, DOT16_ROWS>(&job, 1, outs);
             }
         });
     } else {
         let rows = rows_per_task(m, row_bytes, DOTBLAS_ROWS, TASKS_PER_THREAD);
-        split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
-            let r0 = i * rows;
+        par_tasks(dst, m, rows, |r0, outs| {
             let n_rows = outs[0].len();
-            let job = BlasJob { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_stride: row_bytes, x, k, t };
-            job.run::<DOTBLAS_ROWS, DOTBLAS_TOKENS>(&mut outs);
+            let job = BlasJob { isa, w: &w[r0 * row_bytes..(r0 + n_rows) * row_bytes], row_stride: row_bytes, x, x_stride: k, k };
+            drive::<_, DOTBLAS_ROWS>(&job, DOTBLAS_TOKENS.min(n), outs);
         });
     }
-    Ok(())
 }
 
 /// One Q8_0 or Q4_0 product: the task's weight rows and all quantized activation rows.
@@ -499,49 +506,39 @@ struct Q8Job<'a> {
     /// Q4_0 weights (else Q8_0).
     q4: bool,
     w: &'a [u8],
-    /// Bytes per weight row (`nb` blocks of 34 or 18 bytes).
+    /// Bytes per weight row (`nb` blocks).
     w_row: usize,
     a: &'a [u8],
-    /// Bytes per activation row (`nb` Q8_0 blocks of 34 bytes).
+    /// Bytes per activation row (`nb` Q8_0 blocks).
     a_row: usize,
     nb: usize,
-    t: usize,
 }
 
-impl Q8Job<'_> {
-    fn tile<const R: usize, const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+impl TileJob for Q8Job<'_> {
+    type Acc = f32;
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
         let (w, a) = (&self.w[r * self.w_row..], &self.a[n0 * self.a_row..]);
-        let res = if self.q4 {
-            self.isa.q4_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
-        } else {
-            self.isa.q8_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
-        };
-        for (dr, res_r) in res.iter().enumerate() {
-            for (dn, &v) in res_r.iter().enumerate() {
-                outs[n0 + dn][r + dr] = v;
-            }
-        }
+        tiles!(nn; 1, 2 => |N| {
+            let res = if self.q4 {
+                self.isa.q4_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
+            } else {
+                self.isa.q8_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb)
+            };
+            store(res, r_local, n0, acc, block)
+        })
     }
 }
 
-impl RowTiles for Q8Job<'_> {
-    fn rows<const R: usize, const NT: usize>(&self, r: usize, outs: &mut [&mut [f32]]) {
-        let mut n0 = 0;
-        while n0 < self.t {
-            let nn = (self.t - n0).min(NT);
-            match nn {
-                1 => self.tile::<R, 1>(r, n0, outs),
-                2 => self.tile::<R, 2>(r, n0, outs),
-                _ => unreachable!("Q8_0 token tiles hold at most 2 tokens"),
-            }
-            n0 += nn;
-        }
-    }
-}
-
-fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+pub(crate) fn matmul_q8_0(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulQ8_0";
     let w = inputs[0].bytes()?;
-    let q4 = match inputs[0].dtype {
+    let wty = inputs[0].dtype;
+    let q4 = match wty {
         DType::Q8_0 => false,
         DType::Q4_0 => true,
         other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take q8_0 and q4_0"))),
@@ -553,10 +550,12 @@ fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<
     let x = inputs[1].f32()?;
     let t = inputs[1].dims.first().copied().unwrap_or(0);
     let o = out.f32()?;
+    let (w_row, a_row) = match (wty.row_bytes(k), DType::Q8_0.row_bytes(k)) {
+        (Some(w), Some(a)) => (w, a),
+        _ => return Err(fail(op, format!("rows of {k} are not whole blocks of 32"))),
+    };
     let nb = k / 32;
-    let w_row = nb * if q4 { Q4_0_BLOCK_BYTES } else { Q8_0_BLOCK_BYTES };
-    let a_row = nb * Q8_0_BLOCK_BYTES;
-    if k % 32 != 0 || w.len() < m * w_row || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+    if w.len() < m * w_row || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
         return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
     }
     if m == 0 || t == 0 {
@@ -567,22 +566,22 @@ fn matmul_q8_0(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<
     if k > 0 {
         a.par_chunks_exact_mut(a_row).zip(x.par_chunks_exact(k)).for_each(|(arow, xrow)| isa.quantize_q8_0_act(xrow, arow));
     }
-    let rows = rows_per_task(m, w_row, Q8_0_ROWS, TASKS_PER_THREAD);
+    let long1 = t == 1 && k >= DOT16_LONG_ROW;
+    let rows = rows_per_task(m, w_row, if long1 { Q8_0_ROWS_1 } else { Q8_0_ROWS }, TASKS_PER_THREAD);
     // w: [M] rows of K/32 blocks; o: [T, M].
-    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
-        let r0 = i * rows;
+    par_tasks(o, m, rows, |r0, outs| {
         let n_rows = outs[0].len();
-        let job = Q8Job { isa, q4, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: &a, a_row, nb, t };
-        if t == 1 && k >= DOT16_LONG_ROW {
-            job.run::<Q8_0_ROWS_1, 1>(&mut outs);
+        let job = Q8Job { isa, q4, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: &a, a_row, nb };
+        if long1 {
+            drive::<_, Q8_0_ROWS_1>(&job, 1, outs);
         } else {
-            job.run::<Q8_0_ROWS, Q8_0_TOKENS>(&mut outs);
+            drive::<_, Q8_0_ROWS>(&job, Q8_0_TOKENS, outs);
         }
     });
     Ok(())
 }
 
-fn quantize_q8_k(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+pub(crate) fn quantize_q8_k(isa: Isa, op: &str, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let x = inputs[0].f32()?;
     let k = *inputs[0].dims.last().unwrap_or(&0);
     let o = out.bytes()?;
@@ -610,47 +609,35 @@ struct TqJob<'a> {
     /// Per token, block and chunk of 32: `Σ q` (`8·nb` i32 per token).
     bsums: &'a [i32],
     nb: usize,
-    t: usize,
 }
 
-impl TqJob<'_> {
-    fn tile<const N: usize>(&self, r: usize, n0: usize, outs: &mut [&mut [f32]]) {
+impl TileJob for TqJob<'_> {
+    type Acc = f32;
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+
+    /// One weight row at a time (its codes are unpacked once per block and shared by the
+    /// tokens of the tile).
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
         let bs_row = 8 * self.nb;
-        let res = self.isa.tq_dots::<N>(
-            self.kind,
-            &self.w[r * self.w_row..(r + 1) * self.w_row],
-            &self.a[n0 * self.a_row..],
-            self.a_row,
-            &self.bsums[n0 * bs_row..],
-            bs_row,
-            self.nb,
-        );
-        for (dn, &v) in res.iter().enumerate() {
-            outs[n0 + dn][r] = v;
-        }
-    }
-
-    fn run(&self, outs: &mut [&mut [f32]]) {
-        for r in 0..outs[0].len() {
-            let mut n0 = 0;
-            while n0 < self.t {
-                let nn = (self.t - n0).min(TQ_TOKENS);
-                match nn {
-                    1 => self.tile::<1>(r, n0, outs),
-                    2 => self.tile::<2>(r, n0, outs),
-                    3 => self.tile::<3>(r, n0, outs),
-                    4 => self.tile::<4>(r, n0, outs),
-                    _ => unreachable!("TQ token tiles hold at most 4 tokens"),
-                }
-                n0 += nn;
-            }
+        for dr in 0..R {
+            let w = &self.w[(r + dr) * self.w_row..(r + dr + 1) * self.w_row];
+            let (a, bs) = (&self.a[n0 * self.a_row..], &self.bsums[n0 * bs_row..]);
+            tiles!(nn; 1, 2, 3, 4 => |N| {
+                let res = self.isa.tq_dots::<N>(self.kind, w, a, self.a_row, bs, bs_row, self.nb);
+                store([res], r_local + dr, n0, acc, block)
+            })
         }
     }
 }
 
-fn matmul_tq(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+pub(crate) fn matmul_tq(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulTQ";
     let w = inputs[0].bytes()?;
-    let kind = match inputs[0].dtype {
+    let wty = inputs[0].dtype;
+    let kind = match wty {
         DType::TQ2_0 => TqKind::Tq2,
         DType::TQ1_0 => TqKind::Tq1,
         other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take tq2_0 and tq1_0"))),
@@ -662,11 +649,12 @@ fn matmul_tq(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_
     let xq = inputs[1].bytes()?;
     let t = inputs[1].dims.first().copied().unwrap_or(0);
     let o = out.f32()?;
+    let (w_row, a_row) = match (wty.row_bytes(k), DType::Q8K.row_bytes(k)) {
+        (Some(w), Some(a)) => (w, a),
+        _ => return Err(fail(op, format!("rows of {k} are not whole blocks of 256"))),
+    };
     let nb = k / Q8K_BLOCK;
-    let w_row = nb * kind.block_bytes();
-    let a_row = nb * Q8K_BLOCK_BYTES;
-    if k % Q8K_BLOCK != 0
-        || w.len() < m * w_row
+    if w.len() < m * w_row
         || inputs[1].dtype != DType::Q8K
         || inputs[1].dims != [t, k]
         || xq.len() != t * a_row
@@ -694,101 +682,40 @@ fn matmul_tq(isa: Isa, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_
         .collect();
     let rows = rows_per_task(m, w_row, 1, TASKS_PER_THREAD);
     // w: [M] rows of K/256 blocks; xq: [T] q8_k rows; o: [T, M]. Tasks own disjoint output columns.
-    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| {
-        let r0 = i * rows;
+    par_tasks(o, m, rows, |r0, outs| {
         let n_rows = outs[0].len();
-        let job = TqJob { isa, kind, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: xq, a_row, bsums: &bsums, nb, t };
-        job.run(&mut outs);
+        let job = TqJob { isa, kind, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: xq, a_row, bsums: &bsums, nb };
+        drive::<_, 1>(&job, TQ_TOKENS, outs);
     });
     Ok(())
 }
 
-/// Causal attention over the f16 KV cache, the scalar backend's `attention` step for step
-/// (docs/format.md §4.2–4.4): store f16(k), f16(v) at the step's positions; per (token,
-/// query head) `kq[j] = dot16(K16[g][j], f16(q))·scale` for `j ≤ p`, −inf up to `n_kv`
-/// (`p + 1` rounded up to 32); softmax; then `o[d] = dot16(V16[g][d], f16(P))` for one
-/// token, `dotblas(V16[g][d], P)` for more.
-#[allow(clippy::too_many_arguments)]
-fn attention(
+/// Gathers the requested rows: `x [T, D]`, `rows [O]` → `[O, D]`.
+pub(crate) fn select_rows(inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "SelectOutputs";
+    let (x, rows) = (inputs[0].f32()?, inputs[1].i32()?);
+    let o = out.f32()?;
+    let [t, d] = *inputs[0].dims else { return Err(fail(op, format!("input dims {:?}, expected [T, D]", inputs[0].dims))) };
+    if x.len() != t * d || o.len() != rows.len() * d {
+        return Err(fail(op, format!("input of {} values, {} rows into an output of {}", x.len(), rows.len(), o.len())));
+    }
+    for (orow, &r) in o.chunks_exact_mut(d.max(1)).zip(rows) {
+        let r = usize::try_from(r)
+            .ok()
+            .filter(|&r| r < t)
+            .ok_or_else(|| fail(op, format!("row {r} outside the {t} rows of the step")))?;
+        orow.copy_from_slice(&x[r * d..(r + 1) * d]);
+    }
+    Ok(())
+}
+
+pub(crate) fn elementwise(
     isa: Isa,
-    op: &Op,
+    op: &str,
+    kind: Elementwise,
     inputs: &[TensorRef<'_>],
     out: &mut TensorMut<'_>,
-    kv: &mut KvLayer<'_>,
-    n_head: usize,
-    n_head_kv: usize,
-    hd: usize,
-    scale: f32,
 ) -> Result<()> {
-    let (q, kn, vn, pos) = (inputs[0].f32()?, inputs[1].f32()?, inputs[2].f32()?, inputs[3].i32()?);
-    let t = pos.len();
-    let stride = kv.n_ctx; // positions per KV row (a multiple of 32)
-    let o = out.f32()?;
-    let kv_len = n_head_kv * hd;
-    if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) || hd == 0 {
-        return Err(fail(op, format!("{n_head} heads, {n_head_kv} KV heads, head dim {hd}")));
-    }
-    if q.len() != t * n_head * hd || kn.len() != t * kv_len || vn.len() != t * kv_len || o.len() != t * n_head * hd {
-        return Err(fail(op, format!("q {}, k {}, v {}, output {} for {t} tokens", q.len(), kn.len(), vn.len(), o.len())));
-    }
-    if kv.k.len() < kv_len * stride || kv.v.len() < kv_len * stride {
-        return Err(fail(op, format!("KV cache of {} / {} values, expected {}", kv.k.len(), kv.v.len(), kv_len * stride)));
-    }
-    for &p in pos {
-        match usize::try_from(p) {
-            Ok(p) if (p + 1).div_ceil(32) * 32 <= stride => {}
-            _ => return Err(fail(op, format!("position {p} outside the KV cache of {stride}"))),
-        }
-    }
-    // 1. Store f16(k), f16(v) at the step's positions. k: [Hkv][stride][hd], v: [Hkv][hd][stride].
-    let mut k16 = vec![f16::ZERO; kv_len];
-    let mut v16 = vec![f16::ZERO; kv_len];
-    for (i, &p) in pos.iter().enumerate() {
-        let p = p as usize;
-        isa.to_f16(&kn[i * kv_len..(i + 1) * kv_len], &mut k16);
-        isa.to_f16(&vn[i * kv_len..(i + 1) * kv_len], &mut v16);
-        for g in 0..n_head_kv {
-            kv.k[(g * stride + p) * hd..(g * stride + p + 1) * hd].copy_from_slice(&k16[g * hd..(g + 1) * hd]);
-            for d in 0..hd {
-                kv.v[(g * hd + d) * stride + p] = v16[g * hd + d];
-            }
-        }
-    }
-    let kb: &[u8] = bytemuck::cast_slice(&kv.k[..kv_len * stride]);
-    let vb: &[u8] = bytemuck::cast_slice(&kv.v[..kv_len * stride]);
-    let group = n_head / n_head_kv;
-    // 2. Attend. o: [T, H·hd]; work is split over (token, head) pairs.
-    o.par_chunks_mut(hd).enumerate().for_each(|(th, orow)| {
-        let (i, hq) = (th / n_head, th % n_head);
-        let g = hq / group;
-        let p = pos[i] as usize;
-        let n_kv = (p + 1).div_ceil(32) * 32;
-        let mut q16 = vec![0.0f32; hd];
-        isa.round_f16(&q[(i * n_head + hq) * hd..(i * n_head + hq + 1) * hd], &mut q16);
-        // Scores: key rows j ≤ p of KV head g, hd f16 each.
-        let keys = &kb[g * stride * hd * 2..(g * stride + p + 1) * hd * 2];
-        let mut w = vec![f32::NEG_INFINITY; n_kv];
-        dot16_all::<4>(isa, keys, hd * 2, &q16, &mut w[..p + 1]);
-        for s in &mut w[..p + 1] {
-            *s *= scale;
-        }
-        isa.softmax(&mut w);
-        // Values: row d of KV head g holds position j at element j (stride apart).
-        let vals = &vb[g * hd * stride * 2..((g + 1) * hd - 1) * stride * 2 + n_kv * 2];
-        if t == 1 {
-            let mut p16 = vec![0.0f32; n_kv];
-            isa.round_f16(&w, &mut p16);
-            dot16_all::<2>(isa, vals, stride * 2, &p16, orow);
-        } else {
-            let job = BlasJob { isa, w: vals, row_stride: stride * 2, x: &w, k: n_kv, t: 1 };
-            let mut outs = [orow];
-            job.run::<2, 1>(&mut outs);
-        }
-    });
-    Ok(())
-}
-
-fn elementwise(isa: Isa, op: &Op, kind: Elementwise, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let a = inputs[0].f32()?;
     let b = if inputs.len() > 1 { inputs[1].f32()? } else { a };
     let o = out.f32()?;

@@ -14,16 +14,18 @@
 //!
 //! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
 //! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0 (Q8_0 and Q4_0 weights), QuantizeQ8K,
-//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Rope, Add, Mul, Relu, Sqr, Silu, Reshape,
-//! SelectOutputs. Embedding and every other op (Scale) stay on scalar.
+//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Rope, Add, Mul, Relu, Sqr, Silu,
+//! SelectOutputs. Embedding and every other op (Scale) run on the next backend.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 use std::sync::OnceLock;
 
-use graph::backend::{Backend, KvLayer, TensorMut, TensorRef};
+use graph::backend::{Backend, Kernel, KvLayer, TensorMut, TensorRef};
 use graph::{DType, Dim, Op, Result, TensorFact};
 
+#[cfg(target_arch = "x86_64")]
+mod attention;
 #[cfg(target_arch = "x86_64")]
 mod eval;
 #[cfg(target_arch = "x86_64")]
@@ -90,7 +92,7 @@ pub fn disabled_by_env() -> bool {
 /// | RmsNorm | `rms_norm_f32_avx2`: vector squares, sequential f64 sum | bit-exact |
 /// | QuantizeI8 | `quantize_row_i8_avx2` | bit-exact (integers exact) |
 /// | MatMulI2S | `vec_dot_i2s_i8_avx2`, rows × tokens tiles (sizes in `kernel_name`); with AVX-VNNI, `vpdpbusd` tiles for tokens whose activations provably cannot wrap an i16 lane | bit-exact, incl. i16 lane wrap |
-/// | MatMulF16 | `vec_dot_f16_avx2` on f16(x) (T = 1), `vec_dot_f16_f32_avx2` tiles (T ≥ 2) | bit-exact |
+/// | MatMulF16 | `vec_dot_f16_avx2` tiles on f16(x) (a sequence's only row), `vec_dot_f16_f32_avx2` tiles (sequences with ≥ 2 rows) | bit-exact |
 /// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q8_0_q8_0_avx2` tiles | bit-exact |
 /// | MatMulQ8_0 (Q4_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q4_0_q8_0_avx2` tiles | bit-exact, incl. the −128 sign quirk |
 /// | QuantizeQ8K | `quantize_row_q8_k_avx2` | bit-exact (first-max sign, ties to even, non-finite scales) |
@@ -98,10 +100,10 @@ pub fn disabled_by_env() -> bool {
 /// | Attention | f16 KV store, dot16 scores, `softmax_f32_avx2`, dot16 / dotblas values | bit-exact |
 /// | Rope | `rope_neox_f32_avx2` / `rope_norm_f32_avx2`: the scalar's angles (same libm calls), 8 NeoX pairs per vector, tokens in parallel | bit-exact (mul, then fma, as the scalar) |
 /// | Add, Mul, Relu, Sqr, Silu | `{op}_f32_avx2` | bit-exact |
-/// | Reshape, SelectOutputs | copies | exact |
+/// | SelectOutputs (f32) | row gather | exact |
 ///
-/// Other ops and dtypes (Embedding, Scale) are not supported: the executor runs them on
-/// scalar.
+/// Other ops and dtypes (Embedding, Scale, SelectOutputs on i32) are not planned: the
+/// executor runs them on the next backend (scalar).
 #[derive(Clone, Copy, Debug)]
 pub struct Avx2Backend {
     #[cfg(target_arch = "x86_64")]
@@ -170,7 +172,7 @@ fn fixed_last(inputs: &[&TensorFact], i: usize) -> Option<usize> {
     }
 }
 
-/// Tile shapes, shared by `eval` and `kernel_name`.
+/// Tile shapes: the kernels use them and [`Backend::plan`] names the kernels after them.
 ///
 /// Measured with `ops-tests` `avx2_kernel_throughput` (2-vCPU Xeon VM, AVX2 path, best of
 /// runs): I2_S GEMM, one thread on cached weights, 4×3 → 2×4 tiles: 86 → 100 G MAC/s;
@@ -192,6 +194,9 @@ pub(crate) mod tiles {
     /// (K = 2560) best (`bench --profile`, 2 threads, A/B ×4: 1 row 21.5/21.2/20.9/19.9 ms
     /// per token, 2 rows 22.6/22.9/22.9/21.5).
     pub const DOT16_ROWS_LONG: usize = 1;
+    /// F16 dot16, long rows: tokens per tile (the rows of a step's sequences that each have
+    /// one row, e.g. a batch of decoding sequences at the LM head, share each weight load).
+    pub const DOT16_TOKENS_LONG: usize = 2;
     /// F16 dot16 and Q8_0 / Q4_0 with one token: elements from which a row counts as long.
     pub const DOT16_LONG_ROW: usize = 1024;
     /// F16 dotblas (two or more tokens): rows per tile.
@@ -213,68 +218,92 @@ pub(crate) mod tiles {
     pub const TQ_TOKENS: usize = 4;
 }
 
+/// A kernel from a closure.
+#[cfg(target_arch = "x86_64")]
+fn kernel(
+    name: impl Into<String>,
+    f: impl Fn(&[TensorRef<'_>], &mut TensorMut<'_>, Option<&mut KvLayer<'_>>) -> Result<()> + Send + Sync + 'static,
+) -> Option<Kernel> {
+    Some(Kernel::new(name, f))
+}
+
 impl Backend for Avx2Backend {
     fn name(&self) -> &'static str {
         "avx2"
     }
 
-    fn supports(&self, op: &Op, inputs: &[&TensorFact]) -> bool {
-        if inputs.len() != op.arity() {
-            return false;
-        }
-        use DType::*;
-        let d = dtypes(inputs);
-        match op {
-            Op::RmsNorm { .. } | Op::Add | Op::Mul => d == [F32, F32],
-            Op::QuantizeI8 | Op::Relu | Op::Sqr | Op::Silu | Op::Reshape { .. } | Op::SelectOutputs => d == [F32],
-            Op::MatMulI2S => d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0),
-            Op::MatMulF16 => d == [F16, F32],
-            Op::MatMulQ8_0 => (d == [Q8_0, F32] || d == [Q4_0, F32]) && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0),
-            Op::QuantizeQ8K => d == [F32] && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
-            Op::MatMulTQ => (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0),
-            Op::Attention { .. } => d == [F32, F32, F32, I32],
-            Op::Rope { .. } => d == [F32, I32],
-            // Embedding, sources, and any op added later: scalar.
-            _ => false,
-        }
-    }
-
-    fn kernel_name(&self, op: &Op, inputs: &[&TensorFact]) -> String {
+    /// One arm per kernel: the input types it takes, its name (with its tile shapes) and the
+    /// function that runs. Embedding, Scale and the i32 form of SelectOutputs are left to
+    /// the next backend.
+    #[cfg(target_arch = "x86_64")]
+    fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel> {
+        use eval::*;
         use tiles::*;
-        let wty = inputs.first().map(|f| f.dtype);
+        use x86_64::elementwise::Elementwise;
+        use DType::*;
+        if inputs.len() != op.arity() {
+            return None;
+        }
+        let (isa, vnni) = (self.isa, self.vnni);
+        let d = dtypes(inputs);
+        let elementwise = |name: &str, kind: Elementwise, arity: usize| {
+            let ok = d.iter().all(|&t| t == F32) && d.len() == arity;
+            let op_name = op.name();
+            ok.then(|| Kernel::new(format!("{name}_f32_avx2"), move |i, o, _| eval::elementwise(isa, op_name, kind, i, o)))
+        };
         match op {
-            Op::RmsNorm { .. } => "rms_norm_f32_avx2".into(),
-            Op::QuantizeI8 => "quantize_row_i8_avx2".into(),
-            Op::MatMulI2S => {
-                let v = if self.uses_vnni() { "vnni" } else { "avx2" };
-                format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_{v} (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_{v}")
+            &Op::RmsNorm { eps } if d == [F32, F32] => kernel("rms_norm_f32_avx2", move |i, o, _| rms_norm(isa, "RmsNorm", i, o, eps)),
+            Op::QuantizeI8 if d == [F32] => kernel("quantize_row_i8_avx2", move |i, o, _| quantize_i8(isa, "QuantizeI8", i, o)),
+            Op::MatMulI2S if d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0) => {
+                let v = if vnni.is_some() { "vnni" } else { "avx2" };
+                kernel(
+                    format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_{v} (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_{v}"),
+                    move |i, o, _| matmul_i2s(isa, vnni, i, o),
+                )
             }
-            Op::MatMulF16 => {
-                format!("vec_dot_f16_{DOT16_ROWS}x1_avx2 (T=1, {DOT16_ROWS_LONG}x1 from K = {DOT16_LONG_ROW}) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2")
-            }
-            Op::MatMulQ8_0 if wty == Some(DType::Q4_0) => "vec_dot_q4_0_q8_0_avx2".into(),
-            Op::MatMulQ8_0 => format!(
-                "vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1, K ≥ {DOT16_LONG_ROW}) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"
+            Op::MatMulF16 if d == [F16, F32, I32] => kernel(
+                format!(
+                    "vec_dot_f16_{DOT16_ROWS}x1_avx2 (1 row per sequence; {DOT16_ROWS_LONG}x{DOT16_TOKENS_LONG} from K = {DOT16_LONG_ROW}) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx2"
+                ),
+                move |i, o, _| matmul_f16(isa, i, o),
             ),
-            Op::QuantizeQ8K => "quantize_row_q8_k_avx2".into(),
-            Op::MatMulTQ if wty == Some(DType::TQ1_0) => "vec_dot_tq1_0_q8_k_avx2".into(),
-            Op::MatMulTQ => "vec_dot_tq2_0_q8_k_avx2".into(),
-            Op::Attention { .. } => "attn_f16kv_avx2".into(),
-            Op::Rope { style: graph::RopeStyle::Neox, .. } => "rope_neox_f32_avx2".into(),
-            Op::Rope { style: graph::RopeStyle::Norm, .. } => "rope_norm_f32_avx2".into(),
-            other => format!("{}_f32_avx2", other.name().to_lowercase()),
+            Op::MatMulQ8_0 if (d == [Q8_0, F32] || d == [Q4_0, F32]) && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0) => {
+                let w = d[0];
+                kernel(
+                    format!("vec_dot_{w}_q8_0_{Q8_0_ROWS_1}x1_avx2 (T=1, K ≥ {DOT16_LONG_ROW}) | vec_dot_{w}_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx2"),
+                    move |i, o, _| matmul_q8_0(isa, i, o),
+                )
+            }
+            Op::QuantizeQ8K if d == [F32] && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0) => {
+                kernel("quantize_row_q8_k_avx2", move |i, o, _| quantize_q8_k(isa, "QuantizeQ8K", i, o))
+            }
+            Op::MatMulTQ if (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0) => {
+                kernel(format!("vec_dot_{}_q8_k_1x{TQ_TOKENS}_avx2", d[0]), move |i, o, _| matmul_tq(isa, i, o))
+            }
+            &Op::Attention { n_head, n_head_kv, head_dim, scale, .. } if d == [F32, F32, F32, I32, I32] => {
+                kernel("attn_f16kv_avx2", move |i, o, kv| {
+                    let kv = kv.ok_or_else(|| fail("Attention", "no KV cache"))?;
+                    attention::attention(isa, i, o, kv, n_head, n_head_kv, head_dim, scale)
+                })
+            }
+            &Op::Rope { n_rot, freq_base, style } if d == [F32, I32] => {
+                let name = if style == graph::RopeStyle::Neox { "rope_neox_f32_avx2" } else { "rope_norm_f32_avx2" };
+                kernel(name, move |i, o, _| rope(isa, "Rope", i, o, n_rot, freq_base, style))
+            }
+            Op::Add => elementwise("add", Elementwise::Add, 2),
+            Op::Mul => elementwise("mul", Elementwise::Mul, 2),
+            Op::Relu => elementwise("relu", Elementwise::Relu, 1),
+            Op::Sqr => elementwise("sqr", Elementwise::Sqr, 1),
+            Op::Silu => elementwise("silu", Elementwise::Silu, 1),
+            Op::SelectOutputs if d == [F32, I32] => kernel("get_rows_f32_avx2", |i, o, _| select_rows(i, o)),
+            // Embedding, Scale, sources, views, other input types, and any op added later:
+            // the next backend.
+            _ => None,
         }
     }
 
-    fn eval(&self, op: &Op, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            eval::eval(self.isa, self.vnni, op, inputs, out, kv)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (op, inputs, out, kv);
-            match self.never {}
-        }
+    #[cfg(not(target_arch = "x86_64"))]
+    fn plan(&self, _op: &Op, _inputs: &[&TensorFact]) -> Option<Kernel> {
+        match self.never {}
     }
 }

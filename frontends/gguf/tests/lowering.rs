@@ -42,16 +42,26 @@ fn shared_model_lowers_with_every_shape_verified() {
     let file = tiny();
     let m = gguf::lower(&file).unwrap();
     let hp = &m.hparams;
-    assert_eq!((hp.n_embd, hp.n_ff, hp.n_layer, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_vocab), (256, 512, 2, 4, 2, 64, 128256));
+    assert_eq!(
+        (hp.n_embd, hp.n_ff, hp.n_layer, hp.n_head, hp.n_head_kv, hp.head_dim, hp.n_vocab),
+        (256, 512, 2, 4, 2, 64, 128256)
+    );
     m.graph.verify().unwrap();
     let g = &m.graph;
-    let sub = g.node(g.find("ffn_sub_norm-1").unwrap());
+    let sub = g.node(g.find("ffn_sub_norm-0").unwrap());
     assert_eq!(sub.fact.shape.to_string(), "[T, 512]");
-    let out = g.node(g.outputs()[0]);
+    // The select-hoisting pass runs the last layer's feed-forward block on the output rows
+    // only (llama.cpp's `inp_out_ids`); its attention still sees every token.
+    assert_eq!(g.node(g.find("ffn_sub_norm-1").unwrap()).fact.shape.to_string(), "[O, 512]");
+    assert_eq!(g.node(g.find("ffn_inp-1").unwrap()).fact.shape.to_string(), "[O, 256]");
+    assert_eq!(g.node(g.find("kqv_out-1").unwrap()).fact.shape.to_string(), "[T, 256]");
+    assert!(g.find("result_rows").is_none(), "the final select moved up");
+    let out_id = g.outputs()[0];
+    let out = g.node(out_id);
     assert_eq!(out.name, "result_output");
     assert_eq!(out.fact.shape.to_string(), "[O, 128256]");
     // The LM head is the tied embedding.
-    assert_eq!(g.node(out.inputs[0]).name, "token_embd.weight");
+    assert_eq!(g.node(g.inputs(out_id)[0]).name, "token_embd.weight");
 }
 
 #[test]
@@ -82,7 +92,10 @@ fn wrong_norm_shape_fails_at_build_naming_node_shapes_and_tensor() {
         },
         other => panic!("unexpected error {other:?}"),
     }
-    assert!(msg.contains("attn_sub_norm-1") && msg.contains("RmsNorm") && msg.contains("[512]") && msg.contains("[256]"), "{msg}");
+    assert!(
+        msg.contains("attn_sub_norm-1") && msg.contains("RmsNorm") && msg.contains("[512]") && msg.contains("[256]"),
+        "{msg}"
+    );
     println!("{msg}");
 }
 
@@ -126,13 +139,29 @@ fn metadata_errors_are_clear() {
     let file = tiny();
     type Edit = Box<dyn Fn(&mut Vec<(String, Value)>)>;
     let cases: Vec<(&str, Edit, &str)> = vec![
-        ("unknown arch", Box::new(|md| set_meta(md, "general.architecture", Value::String("gpt-j".into()))), "supported: bitnet-b1.58"),
+        (
+            "unknown arch",
+            Box::new(|md| set_meta(md, "general.architecture", Value::String("gpt-j".into()))),
+            "supported: bitnet-b1.58",
+        ),
         ("missing key", Box::new(|md| md.retain(|(k, _)| k != "bitnet-b1.58.block_count")), "bitnet-b1.58.block_count"),
-        ("heads", Box::new(|md| set_meta(md, "bitnet-b1.58.attention.head_count", Value::U32(3))), "do not divide the embedding width"),
-        ("kv heads", Box::new(|md| set_meta(md, "bitnet-b1.58.attention.head_count_kv", Value::U32(3))), "KV heads do not divide"),
+        (
+            "heads",
+            Box::new(|md| set_meta(md, "bitnet-b1.58.attention.head_count", Value::U32(3))),
+            "do not divide the embedding width",
+        ),
+        (
+            "kv heads",
+            Box::new(|md| set_meta(md, "bitnet-b1.58.attention.head_count_kv", Value::U32(3))),
+            "KV heads do not divide",
+        ),
         ("zero", Box::new(|md| set_meta(md, "bitnet-b1.58.feed_forward_length", Value::U32(0))), "out of range"),
         ("type", Box::new(|md| set_meta(md, "bitnet-b1.58.block_count", Value::String("2".into()))), "expected an integer"),
-        ("eps", Box::new(|md| set_meta(md, "bitnet-b1.58.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN))), "positive finite"),
+        (
+            "eps",
+            Box::new(|md| set_meta(md, "bitnet-b1.58.attention.layer_norm_rms_epsilon", Value::F32(f32::NAN))),
+            "positive finite",
+        ),
         ("vocab", Box::new(|md| set_meta(md, "bitnet-b1.58.vocab_size", Value::U32(1000))), "differs from token_embd"),
     ];
     for (what, edit, needle) in cases {
@@ -150,7 +179,9 @@ fn missing_tensor_is_named() {
         .tensors()
         .iter()
         .filter(|t| t.name != "blk.1.ffn_up.weight")
-        .map(|t| (TensorSpec { name: t.name.clone(), ne: t.ne.clone(), ggml_type: t.ggml_type, nbytes: t.nbytes }, file.tensor_data(t)))
+        .map(|t| {
+            (TensorSpec { name: t.name.clone(), ne: t.ne.clone(), ggml_type: t.ggml_type, nbytes: t.nbytes }, file.tensor_data(t))
+        })
         .collect();
     let mut bytes = Vec::new();
     write_gguf(&mut bytes, &md, &kept, 32).unwrap();

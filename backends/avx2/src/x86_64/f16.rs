@@ -1,6 +1,6 @@
 //! The two F16 dot products (docs/format.md §4.3) as row tiles, and f32 → f16 rounding.
 //!
-//! - `dot16` ([`Isa::dot16_rows`], `vec_dot_f16_avx2`): four 8-lane accumulators over
+//! - `dot16` ([`Isa::dot16_tile`], `vec_dot_f16_avx2`): four 8-lane accumulators over
 //!   32-element blocks, `acc[a] = fma(w[base+8a..], x[base+8a..], acc[a])`, which is the
 //!   scalar `vec_dot_f16`'s lane assignment and FMA chain exactly (it was written after
 //!   this very AVX2 loop). The final reduction is done on the stored lanes with the
@@ -19,20 +19,31 @@ use std::arch::x86_64::*;
 use super::{first_lanes, lanes, load_f16x8, Isa};
 
 impl Isa {
-    /// `dot16` without its f64 tail for `R` f16 rows against `x` (f32 values that are
-    /// exact f16s): the reduced lanes of the first `32·(x.len()/32)` elements.
+    /// `dot16` without its f64 tail for an `R × N` tile: `R` f16 rows against `N`
+    /// activation rows (f32 values that are exact f16s), the reduced lanes of the first
+    /// `32·(k/32)` elements of each pair.
     ///
-    /// Row `r` starts at byte `r·row_stride` of `w` (little-endian f16).
+    /// Row `r` starts at byte `r·row_stride` of `w` (little-endian f16); token `n` at element
+    /// `n·x_stride` of `x`.
     ///
     /// # Panics
-    /// If a row reaches past `w`.
-    pub(crate) fn dot16_rows<const R: usize>(self, w: &[u8], row_stride: usize, x: &[f32]) -> [f32; R] {
-        const { assert!(R > 0) };
-        let nb = x.len() / 32;
-        assert!((R - 1) * row_stride + 64 * nb <= w.len(), "dot16_rows: {R} rows of {} f16 exceed the slice", 32 * nb);
-        // SAFETY: `self` proves AVX2/FMA/F16C; the assert keeps `R` rows of `32·nb` f16
-        // (`64·nb` bytes, `row_stride` apart) inside `w`, and `x` holds `32·nb` f32.
-        unsafe { dot16_entry::<R>(w.as_ptr(), row_stride, x.as_ptr(), nb) }
+    /// If a row or token reaches past its slice.
+    pub(crate) fn dot16_tile<const R: usize, const N: usize>(
+        self,
+        w: &[u8],
+        row_stride: usize,
+        x: &[f32],
+        x_stride: usize,
+        k: usize,
+    ) -> [[f32; N]; R] {
+        const { assert!(R > 0 && N > 0) };
+        let nb = k / 32;
+        assert!((R - 1) * row_stride + 64 * nb <= w.len(), "dot16_tile: {R} rows of {} f16 exceed the slice", 32 * nb);
+        assert!((N - 1) * x_stride + 32 * nb <= x.len(), "dot16_tile: {N} tokens of {} f32 exceed the slice", 32 * nb);
+        // SAFETY: `self` proves AVX2/FMA/F16C; the asserts keep `R` rows of `32·nb` f16
+        // (`64·nb` bytes, `row_stride` apart) inside `w`, and `N` rows of `32·nb` f32
+        // (`x_stride` apart) inside `x`.
+        unsafe { dot16_entry::<R, N>(w.as_ptr(), row_stride, x.as_ptr(), x_stride, nb) }
     }
 
     /// `dotblas` for an `R × N` tile: `out[r][n] = Σ w_r[i]·x_n[i]` over `n_elems`
@@ -83,27 +94,40 @@ impl Isa {
     }
 }
 
-/// Entry point of [`Isa::dot16_rows`].
+/// Entry point of [`Isa::dot16_tile`].
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `w + r·row_stride` must be readable for
-/// `64·nb` bytes for every `r < R`, and `x` for `32·nb` f32.
+/// `64·nb` bytes for every `r < R`, and `x + n·x_stride` for `32·nb` f32 for every `n < N`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot16_entry<const R: usize>(w: *const u8, row_stride: usize, x: *const f32, nb: usize) -> [f32; R] {
+unsafe fn dot16_entry<const R: usize, const N: usize>(
+    w: *const u8,
+    row_stride: usize,
+    x: *const f32,
+    x_stride: usize,
+    nb: usize,
+) -> [[f32; N]; R] {
     // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { dot16_body::<R>(w, row_stride, x, nb) }
+    unsafe { dot16_body::<R, N>(w, row_stride, x, x_stride, nb) }
 }
 
-/// Body of [`Isa::dot16_rows`].
+/// Body of [`Isa::dot16_tile`].
 ///
 /// # Safety
 /// As [`dot16_entry`].
 #[inline(always)]
-unsafe fn dot16_body<const R: usize>(w: *const u8, row_stride: usize, x: *const f32, nb: usize) -> [f32; R] {
+unsafe fn dot16_body<const R: usize, const N: usize>(
+    w: *const u8,
+    row_stride: usize,
+    x: *const f32,
+    x_stride: usize,
+    nb: usize,
+) -> [[f32; N]; R] {
     // SAFETY: the caller guarantees the features and that block `b < nb` (elements
-    // `32b .. 32b+32`, bytes `64b .. 64b+64` of each row) is readable.
+    // `32b .. 32b+32`, bytes `64b .. 64b+64` of each row; the same elements of each token)
+    // is readable.
     unsafe {
-        let mut acc = [[_mm256_setzero_ps(); 4]; R];
+        let mut acc = [[[_mm256_setzero_ps(); 4]; N]; R];
         for b in 0..nb {
             // One row tile streams once (the LM head): prefetch this block (64 bytes, one
             // line) of the next tile's rows into L1 and of the tile after three more into
@@ -118,22 +142,29 @@ unsafe fn dot16_body<const R: usize>(w: *const u8, row_stride: usize, x: *const 
             }
             for a in 0..4 {
                 let i = 32 * b + 8 * a;
-                let xv = _mm256_loadu_ps(x.add(i));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let wv = load_f16x8(w.add(r * row_stride + 2 * i));
-                    acc_r[a] = _mm256_fmadd_ps(wv, xv, acc_r[a]);
+                let mut wv = [_mm256_setzero_ps(); R];
+                for (r, v) in wv.iter_mut().enumerate() {
+                    *v = load_f16x8(w.add(r * row_stride + 2 * i));
+                }
+                for n in 0..N {
+                    let xv = _mm256_loadu_ps(x.add(n * x_stride + i));
+                    for (acc_r, v) in acc.iter_mut().zip(&wv) {
+                        acc_r[n][a] = _mm256_fmadd_ps(*v, xv, acc_r[n][a]);
+                    }
                 }
             }
         }
-        let mut out = [0.0f32; R];
-        for (o, acc_r) in out.iter_mut().zip(&acc) {
-            let a = [lanes(acc_r[0]), lanes(acc_r[1]), lanes(acc_r[2]), lanes(acc_r[3])];
-            let mut s = [0.0f32; 8];
-            for (l, sl) in s.iter_mut().enumerate() {
-                *sl = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+        let mut out = [[0.0f32; N]; R];
+        for (o_r, acc_r) in out.iter_mut().zip(&acc) {
+            for (o, acc_rn) in o_r.iter_mut().zip(acc_r) {
+                let a = [lanes(acc_rn[0]), lanes(acc_rn[1]), lanes(acc_rn[2]), lanes(acc_rn[3])];
+                let mut s = [0.0f32; 8];
+                for (l, sl) in s.iter_mut().enumerate() {
+                    *sl = (a[0][l] + a[2][l]) + (a[1][l] + a[3][l]);
+                }
+                let t = [s[0] + s[4], s[1] + s[5], s[2] + s[6], s[3] + s[7]];
+                *o = (t[0] + t[1]) + (t[2] + t[3]);
             }
-            let t = [s[0] + s[4], s[1] + s[5], s[2] + s[6], s[3] + s[7]];
-            *o = (t[0] + t[1]) + (t[2] + t[3]);
         }
         out
     }

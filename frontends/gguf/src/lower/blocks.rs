@@ -28,12 +28,27 @@ pub struct Lowerer<'f> {
     weights: HashMap<String, NodeId>,
     quantized: HashMap<NodeId, NodeId>,
     quantized_k: HashMap<NodeId, NodeId>,
+    /// `inp_seqs` (the sequence of each token row) and, once needed, `out_seqs` (of each
+    /// output row): the per-row sequence ids F16 matmuls take.
+    seqs: Option<NodeId>,
+    out_rows: Option<NodeId>,
+    out_seqs: Option<NodeId>,
 }
 
 impl<'f> Lowerer<'f> {
     /// Starts a lowering of `file` for `arch`.
     pub fn new(file: &'f GgufFile, arch: &str) -> Lowerer<'f> {
-        Lowerer { b: GraphBuilder::new(), file, arch: arch.to_string(), weights: HashMap::new(), quantized: HashMap::new(), quantized_k: HashMap::new() }
+        Lowerer {
+            b: GraphBuilder::new(),
+            file,
+            arch: arch.to_string(),
+            weights: HashMap::new(),
+            quantized: HashMap::new(),
+            quantized_k: HashMap::new(),
+            seqs: None,
+            out_rows: None,
+            out_seqs: None,
+        }
     }
 
     /// Adds (once) the weight constant for tensor `name`, with the dtype and shape the file
@@ -94,10 +109,29 @@ impl<'f> Lowerer<'f> {
                 };
                 Ok(self.b.add(name, Op::MatMulTQ, &[w, xq])?)
             }
-            graph::DType::F16 => Ok(self.b.add(name, Op::MatMulF16, &[w, x])?),
+            graph::DType::F16 => {
+                let seqs = self.row_seqs(x)?;
+                Ok(self.b.add(name, Op::MatMulF16, &[w, x, seqs])?)
+            }
             graph::DType::Q8_0 | graph::DType::Q4_0 => Ok(self.b.add(name, Op::MatMulQ8_0, &[w, x])?),
             other => Err(Error::tensor(weight, format!("{other} weights are not supported as a linear layer yet"))),
         }
+    }
+
+    /// The sequence id of each row of `x`: `inp_seqs` for token rows, `out_seqs` (the
+    /// sequences of the output rows, gathered once) for output rows.
+    fn row_seqs(&mut self, x: NodeId) -> Result<NodeId> {
+        let seqs = self.seqs.ok_or_else(|| Error::tensor("inp_seqs", "the decoder's inputs are not wired yet"))?;
+        if self.b.fact(x).shape.dims().first() != Some(&Dim::Sym(Sym::Outputs)) {
+            return Ok(seqs);
+        }
+        if let Some(s) = self.out_seqs {
+            return Ok(s);
+        }
+        let rows = self.out_rows.ok_or_else(|| Error::tensor("inp_out_ids", "the decoder's inputs are not wired yet"))?;
+        let s = self.b.add("out_seqs", Op::SelectOutputs, &[seqs, rows])?;
+        self.out_seqs = Some(s);
+        Ok(s)
     }
 
     /// `linear`, then the optional one-element `*.scale` tensor of the weight (arch `bitnet`
@@ -130,7 +164,8 @@ impl<'f> Lowerer<'f> {
         let q = self.b.add(format!("Qcur-{l} (rope)"), rope_op.clone(), &[q, pos])?;
         let k = self.b.add(format!("Kcur-{l} (rope)"), rope_op, &[k, pos])?;
         let attn = Op::Attention { layer: l, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
-        let mut o = self.b.add(format!("{}-{l}", a.names.attn), attn, &[q, k, v, pos])?;
+        let seqs = self.seqs.ok_or_else(|| Error::tensor("inp_seqs", "the decoder's inputs are not wired yet"))?;
+        let mut o = self.b.add(format!("{}-{l}", a.names.attn), attn, &[q, k, v, pos, seqs])?;
         if a.sub_norms {
             o = self.rms_norm(&format!("attn_sub_norm-{l}"), o, &format!("blk.{l}.attn_sub_norm.weight"), hp.eps)?;
         }
@@ -157,13 +192,19 @@ impl<'f> Lowerer<'f> {
     }
 
     /// The whole decoder: embedding, `hp.n_layer` pre-norm blocks with residuals, final
-    /// norm, LM head `head`. Returns the finished graph.
+    /// norm, LM head `head`; then the select-hoisting pass
+    /// ([`graph::GraphBuilder::hoist_selects`]: the last layer's feed-forward block runs on
+    /// the output rows only, as in llama.cpp). Returns the finished graph.
     pub fn decoder(mut self, hp: &HParams, a: &ArchBlocks, head: &str) -> Result<graph::Graph> {
         let tokens = self.b.add("inp_tokens", Op::InputTokens, &[])?;
         let pos = self.b.add("inp_pos", Op::InputPositions, &[])?;
+        self.seqs = Some(self.b.add("inp_seqs", Op::InputSeqs, &[])?);
+        let rows = self.b.add("inp_out_ids", Op::InputOutputRows, &[])?;
+        self.out_rows = Some(rows);
         let embd = self.weight("token_embd.weight")?;
         let mut x = self.b.add("inp_embd", Op::Embedding, &[embd, tokens])?;
         for l in 0..hp.n_layer {
+            self.b.set_layer(Some(l));
             let h = self.rms_norm(&format!("attn_norm-{l}"), x, &format!("blk.{l}.attn_norm.weight"), hp.eps)?;
             let h = self.attention(hp, l, h, pos, a)?;
             let ffn_inp = self.b.add(format!("ffn_inp-{l}"), Op::Add, &[h, x])?;
@@ -171,10 +212,12 @@ impl<'f> Lowerer<'f> {
             let f = self.ffn(hp, l, f, a)?;
             x = self.b.add(format!("l_out-{l}"), Op::Add, &[f, ffn_inp])?;
         }
-        let rows = self.b.add("result_rows", Op::SelectOutputs, &[x])?;
-        let z = self.rms_norm("result_norm", rows, "output_norm.weight", hp.eps)?;
+        self.b.set_layer(None);
+        let out = self.b.add("result_rows", Op::SelectOutputs, &[x, rows])?;
+        let z = self.rms_norm("result_norm", out, "output_norm.weight", hp.eps)?;
         let logits = self.linear("result_output", z, head)?;
         self.b.output(logits);
+        self.b.hoist_selects()?;
         Ok(self.b.finish()?)
     }
 }

@@ -1,9 +1,7 @@
-//! Lowering: one module per `general.architecture`, each reading like the architecture's
-//! block diagram, built from the shared blocks in [`blocks`].
+//! Lowering: one table row per `general.architecture` ([`ARCHS`]) saying how its blocks
+//! differ, and one decoder ([`blocks::Lowerer::decoder`]) that wires every architecture from
+//! those blocks.
 
-pub mod bitnet;
-pub mod bitnet_b158;
-pub mod llama;
 pub mod blocks;
 pub mod hparams;
 pub mod names;
@@ -12,13 +10,73 @@ use graph::Graph;
 
 pub use hparams::HParams;
 
-use blocks::Lowerer;
+use blocks::{ArchBlocks, BlockNames, FfnAct, Lowerer};
+use graph::RopeStyle;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::reader::GgufFile;
 
+/// One supported architecture: its `general.architecture` names, its blocks, the RoPE base
+/// when the file does not give one, and where its LM head lives.
+pub struct Arch {
+    /// `general.architecture` values (the first is the canonical name).
+    pub names: &'static [&'static str],
+    /// How its blocks differ from the others'.
+    pub blocks: ArchBlocks,
+    /// RoPE frequency base used when the file has no `rope.freq_base`.
+    pub default_rope_base: f32,
+    /// Whether a separate `output.weight` head is used when the file has one (else the tied
+    /// `token_embd.weight`).
+    pub separate_head: bool,
+}
+
+/// Every architecture with a lowering.
+pub const ARCHS: &[Arch] = &[
+    // microsoft/bitnet-b1.58-2B-4T (`bitnet-25` in the older 333-tensor upload).
+    Arch {
+        names: &["bitnet-b1.58", "bitnet-25"],
+        blocks: ArchBlocks {
+            rope: RopeStyle::Neox,
+            sub_norms: true,
+            act: FfnAct::ReluSqr,
+            scales: false,
+            names: BlockNames { attn: "kqv_out", wo: "attn_o_out", ffn_prod: "ffn_out", ffn_down: "ffn_down" },
+        },
+        default_rope_base: 500000.0,
+        separate_head: false,
+    },
+    // 1bitLLM bitnet_b1_58.
+    Arch {
+        names: &["bitnet"],
+        blocks: ArchBlocks {
+            rope: RopeStyle::Neox,
+            sub_norms: true,
+            act: FfnAct::Silu,
+            scales: true,
+            names: BlockNames { attn: "kqv_out", wo: "attn_o_out", ffn_prod: "ffn_sub_out", ffn_down: "ffn_down" },
+        },
+        default_rope_base: 10000.0,
+        separate_head: false,
+    },
+    // LLaMA with ternary weights (Llama3-8B-1.58, Falcon3-1.58bit).
+    Arch {
+        names: &["llama"],
+        blocks: ArchBlocks {
+            rope: RopeStyle::Norm,
+            sub_norms: false,
+            act: FfnAct::Silu,
+            scales: false,
+            names: BlockNames { attn: "kqv_merged_cont", wo: "kqv_out", ffn_prod: "ffn_gate_par", ffn_down: "ffn_out" },
+        },
+        default_rope_base: 10000.0,
+        separate_head: true,
+    },
+];
+
 /// Architectures with a lowering (`general.architecture` values).
-pub const SUPPORTED_ARCHS: &[&str] = &["bitnet-b1.58", "bitnet-25", "bitnet", "llama"];
+pub fn supported_archs() -> Vec<&'static str> {
+    ARCHS.iter().flat_map(|a| a.names.iter().copied()).collect()
+}
 
 /// A lowered model: hyperparameters and the verified graph.
 #[derive(Debug, Clone)]
@@ -54,29 +112,27 @@ pub fn lower(file: &GgufFile) -> Result<Model> {
 
 /// [`lower`] with options.
 pub fn lower_with(file: &GgufFile, opts: LowerOptions) -> Result<Model> {
-    let arch = architecture(file)?;
-    let (hparams, graph) = match arch {
-        "bitnet-b1.58" | "bitnet-25" => {
-            let hp = HParams::read(file, arch, 500000.0)?;
-            check_ternary_widths(file, &hp)?;
-            let g = bitnet_b158::lower(file, &hp, opts)?;
-            (hp, g)
-        }
-        "bitnet" => {
-            let hp = HParams::read(file, arch, 10000.0)?;
-            check_ternary_widths(file, &hp)?;
-            let g = bitnet::lower(file, &hp, opts)?;
-            (hp, g)
-        }
-        "llama" => {
-            let hp = HParams::read(file, arch, 10000.0)?;
-            check_ternary_widths(file, &hp)?;
-            let g = llama::lower(file, &hp, opts)?;
-            (hp, g)
-        }
-        other => return Err(ErrorKind::UnsupportedArch { arch: other.to_string(), supported: SUPPORTED_ARCHS.join(", ") }.into()),
+    let name = architecture(file)?;
+    let Some(arch) = ARCHS.iter().find(|a| a.names.contains(&name)) else {
+        return Err(ErrorKind::UnsupportedArch { arch: name.to_string(), supported: supported_archs().join(", ") }.into());
     };
+    let hparams = HParams::read(file, name, arch.default_rope_base)?;
+    check_ternary_widths(file, &hparams)?;
+    let mut lw = Lowerer::new(file, name);
+    let base = head_base(file, arch);
+    let head = head_weight(&mut lw, file, base, opts)?;
+    let graph = lw.decoder(&hparams, &arch.blocks, &head)?;
     Ok(Model { hparams, graph })
+}
+
+/// The tensor the LM head reads: `output.weight` where the architecture has a separate head
+/// and the file carries it, else the tied `token_embd.weight`.
+fn head_base(file: &GgufFile, arch: &Arch) -> &'static str {
+    if arch.separate_head && file.tensor("output.weight").is_some() {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    }
 }
 
 /// The LM head weight to use: `base` itself, or with `--lm-head q8` and an F16 `base`, the
@@ -116,11 +172,7 @@ fn check_ternary_widths(file: &GgufFile, hp: &HParams) -> Result<()> {
 
 /// The tensor an `--lm-head q8` graph's [`Q8_HEAD`] stands for.
 pub fn q8_head_base(file: &GgufFile, hp: &HParams) -> &'static str {
-    if hp.arch == "llama" && file.tensor("output.weight").is_some() {
-        "output.weight"
-    } else {
-        "token_embd.weight"
-    }
+    ARCHS.iter().find(|a| a.names.contains(&hp.arch.as_str())).map_or("token_embd.weight", |a| head_base(file, a))
 }
 
 /// Requantizes the F16 head tensor `name` to Q8_0 rows with llama-quantize's weight
@@ -153,48 +205,63 @@ pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A weight source that serves a file's tensors plus the requantized head [`Q8_HEAD`]
-/// (its bytes from [`quantize_head_q8`], owned by the caller).
-pub struct WithQ8Head<'f> {
+/// The weights of a loaded model: the file's tensors plus the weights the lowering added
+/// that are not in the file (the requantized head [`Q8_HEAD`]), which it owns.
+pub struct ModelWeights {
     /// The model file.
-    pub file: &'f GgufFile,
-    /// [`Q8_HEAD`]'s bytes, if the graph uses it.
-    pub head: Option<&'f [u8]>,
+    pub file: GgufFile,
+    extra: Vec<(String, Vec<u8>)>,
 }
 
-impl<'f> WithQ8Head<'f> {
-    /// The bytes of weight `name`, borrowed for the file's lifetime.
-    pub fn bytes(&self, name: &str) -> Option<&'f [u8]> {
-        match (self.head, name) {
-            (Some(q), Q8_HEAD) => Some(q),
-            _ => self.file.tensor(name).map(|t| self.file.tensor_data(t)),
-        }
+impl ModelWeights {
+    /// The file's tensors only.
+    pub fn new(file: GgufFile) -> ModelWeights {
+        ModelWeights { file, extra: Vec::new() }
+    }
+
+    /// Adds a weight that is not in the file (e.g. [`Q8_HEAD`] from [`quantize_head_q8`]).
+    pub fn add(&mut self, name: &str, bytes: Vec<u8>) {
+        self.extra.retain(|(n, _)| n != name);
+        self.extra.push((name.to_string(), bytes));
+    }
+
+    fn extra(&self, name: &str) -> Option<&[u8]> {
+        self.extra.iter().find(|(n, _)| n == name).map(|(_, b)| &b[..])
     }
 }
 
-impl graph::WeightSource for WithQ8Head<'_> {
+impl graph::WeightSource for ModelWeights {
+    fn weight_len(&self, name: &str) -> Option<usize> {
+        self.extra(name).map(<[u8]>::len).or_else(|| self.file.weight_len(name))
+    }
+
     fn weight_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.bytes(name)
+        self.extra(name).or_else(|| self.file.weight_bytes(name))
     }
 
-    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> bool {
-        match (self.head, name) {
-            (Some(q), Q8_HEAD) if q.len() == dst.len() => {
-                dst.copy_from_slice(q);
-                true
+    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> std::result::Result<(), String> {
+        match self.extra(name) {
+            Some(b) if b.len() == dst.len() => {
+                dst.copy_from_slice(b);
+                Ok(())
             }
-            (Some(_), Q8_HEAD) => false,
-            _ => self.file.copy_weight(name, dst),
+            Some(b) => Err(format!("{} bytes, expected {}", b.len(), dst.len())),
+            None => self.file.copy_weight(name, dst),
         }
     }
 }
 
 impl graph::WeightSource for GgufFile {
+    fn weight_len(&self, name: &str) -> Option<usize> {
+        self.tensor(name).map(|t| self.tensor_data(t).len())
+    }
+
     fn weight_bytes(&self, name: &str) -> Option<&[u8]> {
         self.tensor(name).map(|t| self.tensor_data(t))
     }
 
-    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> bool {
-        self.tensor(name).is_some_and(|t| self.read_tensor_into(t, dst).is_ok())
+    fn copy_weight(&self, name: &str, dst: &mut [u8]) -> std::result::Result<(), String> {
+        let t = self.tensor(name).ok_or_else(|| format!("no tensor `{name}` in the file"))?;
+        self.read_tensor_into(t, dst).map_err(|e| e.to_string())
     }
 }

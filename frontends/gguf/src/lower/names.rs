@@ -27,7 +27,15 @@ pub struct RefEntry {
 pub fn reference_entry(name: &str, op: &Op) -> Option<RefEntry> {
     let e = |name: &str, op: &'static str| Some(RefEntry { name: name.to_string(), op, occurrence: 0 });
     match op {
-        Op::InputTokens | Op::InputPositions | Op::Weight { .. } | Op::QuantizeI8 | Op::QuantizeQ8K | Op::SelectOutputs | Op::Scale => None,
+        Op::InputTokens
+        | Op::InputPositions
+        | Op::InputSeqs
+        | Op::InputOutputRows
+        | Op::Weight { .. }
+        | Op::QuantizeI8
+        | Op::QuantizeQ8K
+        | Op::SelectOutputs
+        | Op::Scale => None,
         Op::Reshape { .. } if name.starts_with("Vcur") => None,
         Op::Reshape { .. } => e(name, "RESHAPE"),
         Op::Rope { .. } => e(name.strip_suffix(" (rope)").unwrap_or(name), "ROPE"),
@@ -50,7 +58,10 @@ mod tests {
     fn table_entries() {
         assert_eq!(reference_entry("attn_norm-3", &Op::RmsNorm { eps: 1e-5 }).unwrap().op, "MUL");
         let rope = Op::Rope { n_rot: 64, freq_base: 1e4, style: graph::RopeStyle::Neox };
-        assert_eq!(reference_entry("Qcur-1 (rope)", &rope).unwrap(), RefEntry { name: "Qcur-1".into(), op: "ROPE", occurrence: 0 });
+        assert_eq!(
+            reference_entry("Qcur-1 (rope)", &rope).unwrap(),
+            RefEntry { name: "Qcur-1".into(), op: "ROPE", occurrence: 0 }
+        );
         assert_eq!(reference_entry("Qcur-1", &Op::MatMulI2S).unwrap().op, "MUL_MAT");
         assert_eq!(reference_entry("kqv_out-0", &Op::MatMulI2S).unwrap().op, "MUL_MAT");
         assert_eq!(reference_entry("ffn_sqr(relu)-0", &Op::Sqr).unwrap().op, "SQR");

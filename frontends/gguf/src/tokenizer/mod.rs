@@ -204,9 +204,7 @@ impl Tokenizer {
         };
         let scores = match file.get("tokenizer.ggml.scores") {
             None if is_spm => {
-                return Err(terr(
-                    "`tokenizer.ggml.scores` is missing: a SentencePiece (`llama`) vocabulary needs merge scores",
-                ))
+                return Err(terr("`tokenizer.ggml.scores` is missing: a SentencePiece (`llama`) vocabulary needs merge scores"))
             }
             None => vec![0.0; n],
             Some(v) => {

@@ -1,7 +1,10 @@
-//! Token sampling with llama.cpp's chain: repetition penalty → top-k → top-p → min-p →
-//! temperature → softmax → draw. Temperature ≤ 0 is greedy (argmax, lowest id on ties).
+//! Token sampling with llama.cpp's chain: penalties (repetition, frequency, presence) →
+//! top-k → top-p → min-p → temperature → softmax → draw. Temperature ≤ 0 is greedy (argmax,
+//! lowest id on ties).
 
-/// Sampling settings.
+use graph::rng::Rng;
+
+/// Sampling settings (the sampling part of [`crate::SamplingParams`], with the seed fixed).
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
     /// Temperature; ≤ 0 means greedy.
@@ -14,16 +17,62 @@ pub struct SamplerConfig {
     pub min_p: f32,
     /// Repetition penalty (1 = off) over the last `repeat_last_n` tokens.
     pub repeat_penalty: f32,
-    /// Window of the repetition penalty.
+    /// Window of the penalties.
     pub repeat_last_n: usize,
+    /// Subtracted from a logit once per occurrence in the window.
+    pub frequency_penalty: f32,
+    /// Subtracted from the logit of every token in the window.
+    pub presence_penalty: f32,
     /// RNG seed.
     pub seed: u64,
+}
+
+impl SamplerConfig {
+    /// The sampler settings of `p`, with `seed` for an unset seed.
+    pub fn from_params(p: &crate::SamplingParams, seed: u64) -> SamplerConfig {
+        SamplerConfig {
+            temperature: p.temperature,
+            top_k: p.top_k,
+            top_p: p.top_p,
+            min_p: p.min_p,
+            repeat_penalty: p.repeat_penalty,
+            repeat_last_n: p.repeat_last_n,
+            frequency_penalty: p.frequency_penalty,
+            presence_penalty: p.presence_penalty,
+            seed: p.seed.unwrap_or(seed),
+        }
+    }
 }
 
 /// A sampler with its RNG state.
 pub struct Sampler {
     cfg: SamplerConfig,
-    rng: u64,
+    rng: Rng,
+}
+
+/// The log-probability of a generated token and of the most likely alternatives, from the
+/// model's distribution (log-softmax of the logits as the model gave them, in f64).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    /// The chosen token's log-probability.
+    pub logprob: f64,
+    /// The most likely tokens and their log-probabilities, most likely first.
+    pub top: Vec<(u32, f64)>,
+}
+
+/// [`TokenLogprob`] of `chosen` with the `n` most likely alternatives.
+pub fn logprobs(logits: &[f32], chosen: u32, n: usize) -> TokenLogprob {
+    let m = logits.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max) as f64;
+    let lse = m + logits.iter().filter(|x| !x.is_nan()).map(|&x| (x as f64 - m).exp()).sum::<f64>().ln();
+    let lp = |i: usize| logits.get(i).map_or(f64::NEG_INFINITY, |&x| x as f64 - lse);
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    let cmp = |a: &u32, b: &u32| rank_key(logits[*b as usize]).total_cmp(&rank_key(logits[*a as usize])).then(a.cmp(b));
+    if n > 0 && n < idx.len() {
+        idx.select_nth_unstable_by(n - 1, cmp);
+    }
+    idx.truncate(n);
+    idx.sort_unstable_by(cmp);
+    TokenLogprob { logprob: lp(chosen as usize), top: idx.into_iter().map(|i| (i, lp(i as usize))).collect() }
 }
 
 /// Index of the largest value; the lowest index wins ties (−0 and +0 tie). NaN never wins;
@@ -63,33 +112,28 @@ fn rank_key(l: f32) -> f32 {
 impl Sampler {
     /// A sampler.
     pub fn new(cfg: SamplerConfig) -> Sampler {
-        let rng = cfg.seed ^ 0x9E37_79B9_7F4A_7C15;
+        let rng = Rng::new(cfg.seed ^ 0x9E37_79B9_7F4A_7C15);
         Sampler { cfg, rng }
-    }
-
-    fn next_f64(&mut self) -> f64 {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Picks the next token from `logits` given the tokens so far (`history`).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let c = &self.cfg;
-        // The logits after the repetition penalty; greedy decoding needs nothing more.
+        // The logits after the penalties (llama.cpp's `penalties` sampler: per distinct
+        // token of the window, the repetition penalty, then `count·frequency + presence`);
+        // greedy decoding needs nothing more.
         let mut l = logits.to_vec();
-        if c.repeat_penalty != 1.0 && c.repeat_last_n > 0 {
+        let penalize = c.repeat_penalty != 1.0 || c.frequency_penalty != 0.0 || c.presence_penalty != 0.0;
+        if penalize && c.repeat_last_n > 0 {
             let start = history.len().saturating_sub(c.repeat_last_n);
-            let mut seen = std::collections::HashSet::new();
+            let mut counts: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
             for &t in &history[start..] {
-                if seen.insert(t) {
-                    if let Some(x) = l.get_mut(t as usize) {
-                        *x = if *x <= 0.0 { *x * c.repeat_penalty } else { *x / c.repeat_penalty };
-                    }
+                *counts.entry(t).or_default() += 1;
+            }
+            for (&t, &n) in &counts {
+                if let Some(x) = l.get_mut(t as usize) {
+                    *x = if *x <= 0.0 { *x * c.repeat_penalty } else { *x / c.repeat_penalty };
+                    *x -= n as f32 * c.frequency_penalty + c.presence_penalty;
                 }
             }
         }
@@ -136,7 +180,7 @@ impl Sampler {
             x.1 /= c.temperature;
         }
         let p = softmax(&cand);
-        let r = self.next_f64();
+        let r = self.rng.next_f64();
         let mut acc = 0.0;
         for (i, pi) in p.iter().enumerate() {
             acc += pi;
@@ -153,7 +197,17 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32) -> SamplerConfig {
-        SamplerConfig { temperature, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 7 }
+        SamplerConfig {
+            temperature,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            frequency_penalty: 0.0,
+            presence_penalty: 0.0,
+            seed: 7,
+        }
     }
 
     #[test]
@@ -232,13 +286,8 @@ mod tests {
 
     #[test]
     fn argmax_matches_the_one_pass_definition() {
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Rng::new(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let special = [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, f32::INFINITY, 1.0, -1.0];
         for n in [0usize, 1, 2, 15, 16, 17, 33, 100, 1000] {
             for _ in 0..200 {
@@ -258,6 +307,26 @@ mod tests {
             }
             assert_eq!(argmax(&first_nan), argmax_ref(&first_nan), "NaN then -inf, n = {n}");
         }
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties() {
+        let mut c = cfg(0.0);
+        c.frequency_penalty = 0.6;
+        // token 1 seen twice: 2.0 − 2·0.6 = 0.8 < 1.0
+        assert_eq!(Sampler::new(c.clone()).sample(&[1.0, 2.0], &[1, 1]), 0);
+        assert_eq!(Sampler::new(c.clone()).sample(&[1.0, 2.0], &[1]), 1);
+        c.frequency_penalty = 0.0;
+        c.presence_penalty = 1.5;
+        assert_eq!(Sampler::new(c).sample(&[1.0, 2.0], &[1]), 0);
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax() {
+        let lp = logprobs(&[0.0, (2.0f32).ln(), f32::NAN, f32::NEG_INFINITY], 1, 2);
+        assert!((lp.logprob - (2.0f64 / 3.0).ln()).abs() < 1e-6, "{lp:?}");
+        assert_eq!(lp.top.iter().map(|t| t.0).collect::<Vec<_>>(), [1, 0]);
+        assert!((lp.top[1].1 - (1.0f64 / 3.0).ln()).abs() < 1e-6);
     }
 
     #[test]
