@@ -2,3 +2,5 @@
 //! package) calls. It holds a loaded model once and advances many sequences together.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod hub;
