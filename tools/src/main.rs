@@ -7,6 +7,7 @@ mod check;
 mod cli;
 mod dump;
 mod exec;
+mod pull;
 mod runtime;
 mod sampler;
 mod synth;
