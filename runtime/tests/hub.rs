@@ -222,6 +222,25 @@ fn an_interrupted_transfer_keeps_its_partial_blob_and_the_next_call_resumes_it()
 }
 
 #[test]
+fn a_stalled_transfer_times_out_and_resumes() {
+    let hub = FakeHub::start();
+    let data = bytes(2 * MIB, 21);
+    hub.add_file("o/r", "m.gguf", data.clone());
+    hub.stall_next_transfer_after(MIB as u64);
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = opts(&hub, dir.path());
+    o.retries = 1;
+    o.read_timeout = Duration::from_millis(300);
+    let t = std::time::Instant::now();
+    assert_eq!(std::fs::read(resolve("o/r:m.gguf", &o).unwrap()).unwrap(), data);
+    assert!(t.elapsed() < Duration::from_secs(4), "the stall must end by the read timeout, not by the server: {:?}", t.elapsed());
+    let reqs = hub.requests();
+    let t = gets(&reqs);
+    assert_eq!(t.len(), 2, "{reqs:#?}");
+    assert_eq!(t[1].range.as_deref(), Some(format!("bytes={MIB}-").as_str()));
+}
+
+#[test]
 fn a_corrupt_byte_is_caught_by_the_checksum_and_the_partial_blob_deleted() {
     let hub = FakeHub::start();
     let data = bytes(2 * MIB, 13);

@@ -1,7 +1,7 @@
 //! A fake Hugging Face hub for tests (feature `fake-hub`): an HTTP/1.1 server on 127.0.0.1
 //! that answers the calls [`super::resolve`] (and huggingface_hub's `hf_hub_download`) make,
-//! serving files held in memory, with switches to break a transfer, corrupt a byte or ignore
-//! `Range`, and a log of every request.
+//! serving files held in memory, with switches to break or stall a transfer, corrupt a byte or
+//! ignore `Range`, and a log of every request.
 //!
 //! It speaks:
 //! - `GET /api/models/{owner}/{name}[/revision/main]`: `{"id", "sha", "siblings": [{"rfilename"}]}`;
@@ -59,6 +59,7 @@ struct State {
     repos: BTreeMap<String, FakeRepo>,
     log: Vec<Request>,
     cut_after: Option<u64>,
+    stall_after: Option<u64>,
     corrupt_at: Option<u64>,
     ignore_range: bool,
 }
@@ -153,6 +154,12 @@ impl FakeHub {
     /// the connection; later transfers are whole.
     pub fn cut_next_transfer_after(&self, n: u64) {
         self.state().cut_after = Some(n);
+    }
+
+    /// Makes the next file transfer stop sending after `n` bytes of its body and hold the
+    /// connection open for 5 s before closing it (a stalled network); later transfers are whole.
+    pub fn stall_next_transfer_after(&self, n: u64) {
+        self.state().stall_after = Some(n);
     }
 
     /// Flips the bits of the byte at `offset` of every file body served from now on (`None`
@@ -291,7 +298,8 @@ fn serve(conn: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
         let answer = route(&st, &method, &target, range.as_deref(), authorization.as_deref());
         let is_transfer = method == "GET" && matches!(answer.body, Body::File { .. });
         let cut = if is_transfer { st.cut_after.take() } else { None };
-        (answer, cut, st.corrupt_at)
+        let stall = if is_transfer && cut.is_none() { st.stall_after.take() } else { None };
+        (answer, cut.or(stall).map(|n| (n, stall.is_some())), st.corrupt_at)
     };
     write_answer(conn, &method, answer, cut, corrupt)
 }
@@ -388,7 +396,15 @@ fn file_answer(f: &FakeFile, range: Option<&str>, ignore_range: bool) -> Answer 
     }
 }
 
-fn write_answer(mut conn: TcpStream, method: &str, a: Answer, cut: Option<u64>, corrupt: Option<u64>) -> std::io::Result<()> {
+/// Writes `a`; `cut` = (n, stall) sends only n bytes of a file body, then closes the connection
+/// (after 5 s when stalling).
+fn write_answer(
+    mut conn: TcpStream,
+    method: &str,
+    a: Answer,
+    cut: Option<(u64, bool)>,
+    corrupt: Option<u64>,
+) -> std::io::Result<()> {
     let len = match &a.body {
         Body::None => 0,
         Body::Text(t) => t.len() as u64,
@@ -405,7 +421,7 @@ fn write_answer(mut conn: TcpStream, method: &str, a: Answer, cut: Option<u64>, 
             Body::None => {}
             Body::Text(t) => conn.write_all(t.as_bytes())?,
             Body::File { data, start, end } => {
-                let send_end = cut.map_or(end, |n| (start + n).min(end));
+                let send_end = cut.map_or(end, |(n, _)| (start + n).min(end));
                 let mut pos = start;
                 while pos < send_end {
                     let chunk_end = (pos + (64 << 10)).min(send_end);
@@ -415,6 +431,10 @@ fn write_answer(mut conn: TcpStream, method: &str, a: Answer, cut: Option<u64>, 
                     }
                     conn.write_all(&chunk)?;
                     pos = chunk_end;
+                }
+                if let Some((_, true)) = cut {
+                    conn.flush()?;
+                    std::thread::sleep(Duration::from_secs(5));
                 }
             }
         }
