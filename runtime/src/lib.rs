@@ -29,6 +29,7 @@ pub mod backends;
 pub mod batch;
 pub mod chat;
 mod error;
+pub mod hub;
 pub mod model;
 pub mod options;
 pub mod sampler;

@@ -458,6 +458,8 @@ pub enum Cmd {
     Check(CheckArgs),
     /// Generate text from a prompt (or many prompts, batched).
     Exec(ExecArgs),
+    /// Download a model from the Hugging Face hub into its cache (or find it there); print its path.
+    Pull(crate::pull::PullArgs),
     /// Print the model's metadata and its graph, every node with its shape.
     Dump(DumpArgs),
 }
@@ -510,6 +512,7 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Check(a) => crate::check::run(&a),
         Cmd::Synth(a) => crate::synth::run(&a),
         Cmd::Bench(a) => crate::bench::run(&a),
+        Cmd::Pull(a) => crate::pull::run(&a),
         Cmd::Dump(a) => crate::dump::run(&a),
     }
 }

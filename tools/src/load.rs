@@ -9,11 +9,17 @@ use runtime::{Model, ModelOptions};
 
 use crate::cli::{ModelArg, RunArgs};
 
-/// The model file a [`ModelArg`] names.
+/// The model file a [`ModelArg`] names: the path, or the Hugging Face cache's copy of
+/// `--hf REPO[:FILE]` (downloaded first when it is not there, saying what, from where and
+/// how big).
 pub fn model_path(m: &ModelArg) -> Result<PathBuf> {
     match (&m.model, &m.hf) {
         (Some(p), None) => Ok(p.clone()),
-        (None, Some(spec)) => bail!("--hf {spec}: downloading models by name is not available in this build"),
+        (None, Some(spec)) => {
+            let mut opts = runtime::hub::HubOptions::from_env()?;
+            opts.offline |= m.offline;
+            Ok(runtime::hub::resolve(spec, &opts)?)
+        }
         _ => bail!("give a model path or --hf REPO"),
     }
 }

@@ -11,6 +11,7 @@ mod dump;
 mod exec;
 mod load;
 mod out;
+mod pull;
 mod synth;
 
 use std::process::ExitCode;
