@@ -164,3 +164,30 @@ fn pull_errors_name_the_repository_and_exit_2() {
     // The listing for nobody/nothing; a HEAD and the listing for o/r:x.gguf; nothing offline.
     assert_eq!(hub.request_count(), 3, "{:#?}", hub.requests());
 }
+
+/// `exec -hf REPO` downloads once and then runs exactly what `exec PATH` runs, token for
+/// token; a second run makes no request; `--offline` without the file cached says so.
+#[test]
+fn exec_by_name_equals_exec_by_path() {
+    let hub = FakeHub::start();
+    let model = shared("models/tiny-i2_s.gguf");
+    hub.add_file_from("test/tiny", "tiny-i2_s.gguf", &model).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let run = ["-p", "The capital of France is", "-n", "8", "--temp", "0", "--json"];
+    let by_path = bg(&hub, home.path(), &[&["exec", model.to_str().unwrap()][..], &run].concat());
+    assert!(by_path.status.success(), "{}", stderr(&by_path));
+    let by_name = bg(&hub, home.path(), &[&["exec", "-hf", "test/tiny"][..], &run].concat());
+    assert!(by_name.status.success(), "{}", stderr(&by_name));
+    let tokens = |o: &Output| serde_json::from_str::<serde_json::Value>(&stdout(o)).unwrap()["generated_tokens"].clone();
+    assert_eq!(tokens(&by_name), tokens(&by_path));
+    assert!(tokens(&by_path).as_array().is_some_and(|a| a.len() == 8));
+    hub.clear_requests();
+    let again = bg(&hub, home.path(), &[&["exec", "--hf", "test/tiny"][..], &run].concat());
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(tokens(&again), tokens(&by_path));
+    assert_eq!(hub.request_count(), 0, "the second run uses the cache");
+    let fresh = tempfile::tempdir().unwrap();
+    let offline = bg(&hub, fresh.path(), &[&["exec", "-hf", "test/tiny", "--offline"][..], &run].concat());
+    assert_eq!(offline.status.code(), Some(2), "{}", stderr(&offline));
+    assert!(stderr(&offline).contains("hub: "), "{}", stderr(&offline));
+}
