@@ -157,17 +157,27 @@ fn check_tensor(file: &GgufFile, t: &TensorInfo) -> Result<Option<BadTensor>> {
     let n = t.n_elements();
     match t.dtype {
         DType::F32 | DType::F16 | DType::BF16 => {
-            let size = if t.dtype == DType::F32 { 4 } else { 2 };
+            // A value is NaN or infinite exactly when its exponent bits are all ones.
+            let (size, exp) = match t.dtype {
+                DType::F32 => (4, 0x7f80_0000u32),
+                DType::F16 => (2, 0x7c00),
+                _ => (2, 0x7f80),
+            };
             for_chunks(file, t, t.nbytes, size, |start, bytes| {
                 let base = start / size as u64;
                 for (i, c) in bytes.chunks_exact(size).enumerate() {
-                    let v = match t.dtype {
-                        DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                        DType::F16 => half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
-                        _ => half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
+                    let bits = if size == 4 {
+                        u32::from_le_bytes([c[0], c[1], c[2], c[3]])
+                    } else {
+                        u32::from(u16::from_le_bytes([c[0], c[1]]))
                     };
-                    if !v.is_finite() {
-                        found.push(Problem::NonFiniteValue { element: base + i as u64, value: v });
+                    if bits & exp == exp {
+                        let value = match t.dtype {
+                            DType::F32 => f32::from_bits(bits),
+                            DType::F16 => half::f16::from_bits(bits as u16).to_f32(),
+                            _ => half::bf16::from_bits(bits as u16).to_f32(),
+                        };
+                        found.push(Problem::NonFiniteValue { element: base + i as u64, value });
                     }
                 }
             })?;
