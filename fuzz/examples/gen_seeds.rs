@@ -1,6 +1,8 @@
-//! Writes the seed corpus for the `gguf_reader` fuzz target.
+//! Writes the seed corpora for the `gguf_reader` and `tokenizer` fuzz targets.
 //!
-//! `cargo run --example gen_seeds [-- OUT_DIR]` (default `corpus/gguf_reader`), from `fuzz/`.
+//! `cargo run --example gen_seeds [-- OUT_DIR]` (default `corpus/gguf_reader`), from `fuzz/`;
+//! the tokenizer seeds go to `tokenizer/` next to OUT_DIR: the inputs of llama.cpp's
+//! tokenizer test vectors in `shared/reference/tokenizer/*.inp`, one file per case.
 //! Seeds: small files built with `gguf::writer` (every metadata kind, every decodable tensor
 //! type, several alignments), a shrunk copy of each shared model (its metadata with arrays
 //! cut to 16 elements, its tensor table with the smallest legal shapes) and the first 64 KiB
@@ -191,4 +193,19 @@ fn main() {
         std::fs::write(out.join(format!("seed_{name}.gguf")), bytes).unwrap();
     }
     eprintln!("wrote {} seeds to {}", seeds.len(), out.display());
+
+    let tok_out = out.parent().unwrap_or(Path::new(".")).join("tokenizer");
+    std::fs::create_dir_all(&tok_out).unwrap();
+    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference/tokenizer");
+    let mut cases: Vec<String> = Vec::new();
+    for stem in ["ggml-vocab-llama-bpe.gguf", "ggml-vocab-llama-spm.gguf"] {
+        let Ok(inp) = std::fs::read_to_string(vectors.join(format!("{stem}.inp"))) else { continue };
+        cases.extend(inp.split("\n__ggml_vocab_test__\n").filter(|c| !c.is_empty()).map(str::to_owned));
+    }
+    cases.sort();
+    cases.dedup();
+    for (i, c) in cases.iter().enumerate() {
+        std::fs::write(tok_out.join(format!("seed_{i:02}.txt")), c).unwrap();
+    }
+    eprintln!("wrote {} seeds to {}", cases.len(), tok_out.display());
 }

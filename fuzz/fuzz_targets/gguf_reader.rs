@@ -1,5 +1,6 @@
 //! Feeds arbitrary bytes to the GGUF reader. On success, touches every tensor's data and
-//! decodes the small tensors, which must agree with the ranges the reader validated.
+//! decodes the small tensors, which must agree with the ranges the reader validated, and
+//! runs `check_tensors` over the data.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -31,5 +32,9 @@ fuzz_target!(|data: &[u8]| {
             acc ^= v.iter().fold(0u32, |a, x| a ^ x.to_bits()) as u8;
         }
     }
+    // Reads from memory cannot fail; whatever the bytes, the scan must not panic.
+    let r = gguf::check_tensors(&f).expect("in-memory reads");
+    assert_eq!(r.tensors, f.tensors().len());
+    acc ^= r.bad.len() as u8;
     std::hint::black_box(acc);
 });

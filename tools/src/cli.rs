@@ -395,6 +395,9 @@ pub struct SynthArgs {
     /// Override: training context length.
     #[arg(long)]
     pub ctx: Option<usize>,
+    /// Overwrite `--out` if it exists (never the `--vocab-from` input).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Arguments of `bench`.

@@ -14,6 +14,15 @@ pub enum ErrorKind {
         /// The OS error.
         msg: String,
     },
+    /// The file changed (shrank, grew or was cut short) between [`crate::GgufFile::open`] and
+    /// a later read of it: another process rewrote or truncated it while it was loading.
+    #[error("gguf: {path}: file changed while loading ({msg})")]
+    FileChanged {
+        /// The path.
+        path: String,
+        /// What was found.
+        msg: String,
+    },
     /// The first four bytes are not `GGUF`.
     #[error("gguf: bad magic {found:02x?} at offset 0x0, expected \"GGUF\"")]
     BadMagic {

@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod check;
 mod error;
 pub mod lower;
 pub mod npy;
@@ -13,6 +14,7 @@ pub mod types;
 pub mod value;
 pub mod writer;
 
+pub use check::{check_tensors, TensorCheck};
 pub use error::{Error, ErrorKind, Result};
 pub use lower::{lower, lower_with, HParams, LowerOptions, Model};
 pub use reader::{shape_from_ne, GgufFile, TensorInfo};

@@ -2,8 +2,9 @@
 //! give an `Err` of the right kind whose message says where (an offset) or what (the key or
 //! tensor name), never a panic, and parsing must never allocate far beyond the file's size.
 //!
-//! Two bases: a small file built with `gguf::writer` (a few metadata kinds including a string
-//! array, three tensors including an I2_S one) and the real `tiny-i2_s.gguf`. A test-side walker
+//! Bases: a small file built with `gguf::writer` (a few metadata kinds including a string
+//! array, three tensors including an I2_S one), the real `tiny-i2_s.gguf`, and (for seeded
+//! random mutations) the real `b1-spm-i2_s.gguf`. A test-side walker
 //! (independent of the reader) lists every header field with its offset, so each corruption
 //! targets a named field. The test binary tracks allocations per thread to bound what a
 //! lying count can make the reader reserve.
@@ -1141,4 +1142,85 @@ fn small_header_byte_mutations_never_panic() {
         }
     }
     assert!(errs > l.infos_end, "{errs}");
+}
+
+/// The SentencePiece model (5 MB, a 0.7 MB header with 32,000 tokens), with its layout.
+fn b1() -> &'static (Vec<u8>, Map) {
+    static B: OnceLock<(Vec<u8>, Map)> = OnceLock::new();
+    B.get_or_init(|| {
+        let b = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/b1-spm-i2_s.gguf")).unwrap();
+        let l = walk(&b, 3);
+        (b, l)
+    })
+}
+
+/// 300 seeded random mutations of a shared model's header, 1 to 3 edits each: half write a
+/// boundary value (0, 1, all ones, the value ± 1, a random value) into a field the walker
+/// found (counts, lengths, types, dims, offsets, array elements), half set a random header
+/// byte. Each must parse or fail without a panic and with bounded allocation; an accepted file
+/// must give tensor views of the validated size, decode, and pass through `check_tensors`.
+/// proptest's ChaCha generator with its fixed seed makes every run the same.
+#[test]
+fn shared_model_header_random_mutations_never_panic() {
+    use proptest::prelude::Rng;
+    use proptest::test_runner::{RngAlgorithm, TestRng};
+
+    let (b, l) = b1();
+    let mut rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let (mut ok, mut err) = (0, 0);
+    for case in 0..300 {
+        let mut bytes = b.clone();
+        let mut what = Vec::new();
+        for _ in 0..1 + rng.next_u32() % 3 {
+            if rng.next_u32().is_multiple_of(2) {
+                let f = &l.fields[rng.next_u32() as usize % l.fields.len()];
+                let old = u64::from_le_bytes({
+                    let mut v = [0u8; 8];
+                    let n = f.len.min(8);
+                    v[..n].copy_from_slice(&bytes[f.off..f.off + n]);
+                    v
+                });
+                let v = match rng.next_u32() % 6 {
+                    0 => 0,
+                    1 => 1,
+                    2 => u64::MAX,
+                    3 => old.wrapping_add(1),
+                    4 => old.wrapping_sub(1),
+                    _ => rng.next_u64(),
+                };
+                let n = f.len.min(8);
+                bytes[f.off..f.off + n].copy_from_slice(&v.to_le_bytes()[..n]);
+                what.push(format!("{:?} of `{}` at {:#x} = {v:#x}", f.k, f.owner, f.off));
+            } else {
+                let at = rng.next_u32() as usize % l.infos_end;
+                let v = rng.next_u32() as u8;
+                bytes[at] = v;
+                what.push(format!("byte {at:#x} = {v:#x}"));
+            }
+        }
+        let case = format!("mutation {case}: {}", what.join(", "));
+        let len = bytes.len();
+        let o = parse(bytes, &case);
+        assert!(o.peak <= alloc_limit(len), "{case}: largest allocation {} bytes", o.peak);
+        assert!(o.elapsed < Duration::from_secs(20), "{case}: took {:?}", o.elapsed);
+        match o.result {
+            Ok(f) => {
+                ok += 1;
+                for t in f.tensors() {
+                    let d = f.tensor_data(t);
+                    assert_eq!(d.len() as u64, t.nbytes, "{case}");
+                    if t.n_elements() <= 1 << 16 {
+                        let n = t.n_elements() as usize;
+                        assert_eq!(gguf::types::decode_to_f32(t.dtype, d, n).len(), n, "{case}");
+                    }
+                }
+                let r = catch_unwind(AssertUnwindSafe(|| gguf::check_tensors(&f)));
+                let r = r.unwrap_or_else(|_| panic!("{case}: check_tensors panicked"));
+                assert_eq!(r.map(|r| r.tensors).ok(), Some(f.tensors().len()), "{case}");
+            }
+            Err(_) => err += 1,
+        }
+    }
+    // Both outcomes occur, so both paths are exercised.
+    assert!(ok >= 30 && err >= 30, "{ok} accepted, {err} refused");
 }

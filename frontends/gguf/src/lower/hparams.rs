@@ -35,7 +35,7 @@ pub struct HParams {
 }
 
 /// Upper bound for any width or count read from metadata (keeps arithmetic sane).
-const MAX_DIM: i128 = 1 << 24;
+const MAX_DIM: i128 = crate::reader::MAX_DIM as i128;
 
 impl HParams {
     /// Reads and validates the hyperparameters of `arch` from `file`.
@@ -78,7 +78,7 @@ impl HParams {
         let n_head = int("attention.head_count", true)?.unwrap_or(0);
         let n_head_kv = int("attention.head_count_kv", false)?.unwrap_or(n_head);
         let n_ctx_train = int("context_length", true)?.unwrap_or(0);
-        if n_layer > 4096 {
+        if n_layer as u64 > crate::reader::MAX_LAYERS {
             return Err(Error::metadata(key("block_count"), format!("{n_layer} layers is not plausible")));
         }
         if n_embd % n_head != 0 {

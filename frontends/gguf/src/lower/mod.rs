@@ -193,7 +193,7 @@ pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
     for (c, out_chunk) in out.chunks_mut(CHUNK_ROWS * row_out).enumerate() {
         let n = out_chunk.len() / row_out;
         let src = &mut f16_rows[..n * k * 2];
-        file.read_tensor_range(t, (c * CHUNK_ROWS * k * 2) as u64, src).map_err(|e| Error::tensor(name, e.to_string()))?;
+        file.read_tensor_range(t, (c * CHUNK_ROWS * k * 2) as u64, src)?;
         out_chunk.par_chunks_mut(row_out).zip(src.par_chunks(k * 2)).for_each(|(o, row)| {
             let mut x = vec![0f32; k];
             graph::quant::decode_f16(row, &mut x);
