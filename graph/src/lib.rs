@@ -12,6 +12,7 @@ pub mod op;
 pub mod quant;
 pub mod rng;
 pub mod shape;
+pub mod tiling;
 
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
