@@ -137,19 +137,8 @@ fn main() {
                 for &(o, m, k) in &offs {
                     if read_only {
                         let words: &[u64] = bytemuck::cast_slice(&arena[o..o + m * k / 4]);
-                        let tasks = 2 * rayon::current_num_threads();
-                        let s: u64 = words
-                            .par_chunks(words.len().div_ceil(tasks))
-                            .map(|c| {
-                                let mut acc = [0u64; 8];
-                                for q in c.chunks_exact(8) {
-                                    for i in 0..8 {
-                                        acc[i] = acc[i].wrapping_add(q[i]);
-                                    }
-                                }
-                                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-                            })
-                            .reduce(|| 0, u64::wrapping_add);
+                        // The bandwidth probe's read, in as many tasks as the I2_S kernels use.
+                        let s = runtime::probe::par_sum(words, 2 * rayon::current_num_threads());
                         std::hint::black_box(s);
                         continue;
                     }
