@@ -1,0 +1,221 @@
+//! bitnet-graph's AVX-512 backend: the scalar reference's numerics (`backend-scalar`), bit
+//! for bit, with AVX-512 F/BW/VL/VNNI kernels (and AMX-INT8 tiles for prompt-sized I2_S
+//! products) chosen at run time, for the ops where they pay; every other op is left to the
+//! next backend of the executor's list (AVX2, then scalar).
+//!
+//! - [`Avx512Backend::new`] returns `None` unless the CPU has AVX2, FMA, F16C and AVX-512
+//!   F, BW, VL and VNNI (detected once, cached) and `BITNET_DISABLE_AVX512` is not set
+//!   (read once). Owning an [`Avx512Backend`] is the proof that its kernels can run, so its
+//!   API is safe.
+//! - AMX-INT8 is used where CPUID reports AMX-TILE and AMX-INT8, Linux grants the process
+//!   the tile state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, asked once) and
+//!   `BITNET_DISABLE_AMX` is not set (read once).
+//! - No `-C target-cpu`: kernels enable their features per function (`#[target_feature]`
+//!   on entry points only); on other targets the crate compiles and `new` returns `None`.
+//! - All `unsafe` code lives in `src/x86_64/`.
+//!
+//! Where the kernels differ from the AVX2 backend's, and why, is in [`Avx512Backend`]'s
+//! table; the work split and the token-tile walk are the shared driver of
+//! [`graph::tiling`].
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use graph::backend::{Backend, Kernel};
+#[cfg(target_arch = "x86_64")]
+use graph::DType;
+#[cfg(target_arch = "x86_64")]
+use graph::Dim;
+use graph::{Op, TensorFact};
+
+#[cfg(target_arch = "x86_64")]
+mod eval;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+/// Whether the CPU has the features this backend needs (AVX2, FMA, F16C, AVX-512 F, BW, VL,
+/// VNNI). Detected once and cached; ignores `BITNET_DISABLE_AVX512`.
+pub fn is_available() -> bool {
+    cpu_has_avx512()
+}
+
+/// The cached CPU feature check behind [`is_available`].
+fn cpu_has_avx512() -> bool {
+    static DETECTED: OnceLock<bool> = OnceLock::new();
+    *DETECTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("f16c")
+                && std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Whether AMX-INT8 can be used: the CPU reports it and the OS granted the tile state (asked
+/// once, the first time; never asked when `BITNET_DISABLE_AMX` is set).
+fn amx_permitted() -> bool {
+    static PERMITTED: OnceLock<bool> = OnceLock::new();
+    *PERMITTED.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            !amx_disabled_by_env() && x86_64::cpuid_has_amx_int8() && x86_64::request_amx_permission()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
+/// Reads a `BITNET_DISABLE_*` knob: set to something other than empty or `0`.
+fn knob(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether `BITNET_DISABLE_AVX512` is set to something other than empty or `0` (read once).
+pub fn disabled_by_env() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| knob("BITNET_DISABLE_AVX512"))
+}
+
+/// Whether `BITNET_DISABLE_AMX` is set to something other than empty or `0` (read once):
+/// the backend then never asks for the tile state and uses its VNNI GEMM for prompts.
+pub fn amx_disabled_by_env() -> bool {
+    static DISABLED: OnceLock<bool> = OnceLock::new();
+    *DISABLED.get_or_init(|| knob("BITNET_DISABLE_AMX"))
+}
+
+/// The AVX-512 backend.
+///
+/// Every op it plans reproduces the scalar backend bit for bit, for any thread count (work
+/// is split over output rows only, by the shared driver of [`graph::tiling`]).
+///
+/// | op | kernel | vs scalar |
+/// |---|---|---|
+/// | MatMulI2S, one token | `vec_dot_i2s_i8_avx512vnni`: 512-bit `vpdpbusd` over pairs of groups, codes masked in place, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
+/// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbusd`, 2 × 2 tiles) where the CPU has it, else 512-bit VNNI tiles; the exact kernel for tokens that could wrap | bit-exact |
+///
+/// Other ops are not planned: the executor runs them on the next backend.
+#[derive(Clone, Copy, Debug)]
+pub struct Avx512Backend {
+    #[cfg(target_arch = "x86_64")]
+    isa: x86_64::Isa,
+    #[cfg(target_arch = "x86_64")]
+    amx: Option<x86_64::Amx>,
+    #[cfg(not(target_arch = "x86_64"))]
+    never: std::convert::Infallible,
+}
+
+impl Avx512Backend {
+    /// The backend, or `None` if this CPU lacks one of the features of [`is_available`] or
+    /// `BITNET_DISABLE_AVX512` is set (both checked once per process).
+    pub fn new() -> Option<Avx512Backend> {
+        if disabled_by_env() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let isa = x86_64::Isa::detect()?;
+            let amx = if amx_permitted() { x86_64::Amx::detect() } else { None };
+            Some(Avx512Backend { isa, amx })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
+    }
+
+    /// Whether prompt-sized I2_S products use AMX-INT8 tiles.
+    pub fn uses_amx(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self.amx.is_some()
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            match self.never {}
+        }
+    }
+
+    /// The same backend without AMX (its 512-bit VNNI GEMM instead; for tests and A/B
+    /// timing).
+    pub fn without_amx(self) -> Avx512Backend {
+        #[cfg(target_arch = "x86_64")]
+        {
+            Avx512Backend { amx: None, ..self }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            self
+        }
+    }
+}
+
+/// The fixed innermost dimension of an input, if it has one.
+#[cfg(target_arch = "x86_64")]
+fn fixed_last(inputs: &[&TensorFact], i: usize) -> Option<usize> {
+    match inputs.get(i)?.shape.last()? {
+        Dim::Fixed(n) => Some(n),
+        Dim::Sym(_) => None,
+    }
+}
+
+/// Tile shapes: the kernels use them and [`Backend::plan`] names the kernels after them.
+pub(crate) mod tiles {
+    /// I2_S: rows per tile for one token.
+    pub const I2S_ROWS_1: usize = 2;
+    /// I2_S, VNNI tiles: rows per tile for two or more tokens.
+    pub const I2S_ROWS: usize = 2;
+    /// I2_S, VNNI tiles: tokens per tile.
+    pub const I2S_TOKENS: usize = 4;
+    /// I2_S: tokens from which a step takes the AMX GEMM (when the CPU has it).
+    pub const AMX_MIN_TOKENS: usize = 16;
+}
+
+impl Backend for Avx512Backend {
+    fn name(&self) -> &'static str {
+        "avx512"
+    }
+
+    /// One arm per kernel: the input types it takes, its name (with its tile shapes) and the
+    /// function that runs. Every other op goes to the next backend.
+    #[cfg(target_arch = "x86_64")]
+    fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel> {
+        use tiles::*;
+        use DType::*;
+        if inputs.len() != op.arity() {
+            return None;
+        }
+        let (isa, amx) = (self.isa, self.amx);
+        let d: Vec<DType> = inputs.iter().map(|f| f.dtype).collect();
+        match op {
+            Op::MatMulI2S if d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0) => {
+                let prompt = match amx {
+                    Some(_) => format!("gemm_i2s_i8_32x32_amx (T ≥ {AMX_MIN_TOKENS}) | "),
+                    None => String::new(),
+                };
+                Some(Kernel::new(
+                    format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_avx512vnni (T=1) | {prompt}vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_avx512vnni"),
+                    move |i, o, _| eval::matmul_i2s(isa, amx, i, o),
+                ))
+            }
+            // Every other op, dtype or shape: the next backend.
+            _ => None,
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    fn plan(&self, _op: &Op, _inputs: &[&TensorFact]) -> Option<Kernel> {
+        match self.never {}
+    }
+}

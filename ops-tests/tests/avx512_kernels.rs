@@ -1,0 +1,257 @@
+//! The AVX-512 backend against the scalar reference, kernel by kernel and on the shared
+//! models, bit for bit.
+//!
+//! The registry suite (`tests/backends.rs`) already runs every op kind on it; these cases
+//! go where its kernels differ from the AVX2 backend's: I2_S rows with an odd number of
+//! groups (the half pair), K with one and two lane-wrap chunks, token counts around the
+//! AMX block (16, 32) and the VNNI tiles (4), row counts around the AMX block, activations
+//! that wrap i16 lanes, that cannot, and steps that mix both (the no-wrap gate sends the
+//! former to the exact kernel), each with and without AMX. Outputs are compared bit for bit
+//! inside guard sentinels (`ops_tests::cases::OpCase::run`). CPUs without AVX-512
+//! F/BW/VL/VNNI (or with `BITNET_DISABLE_AVX512=1`) skip with a printed line. Run with
+//! `--release`.
+
+use std::sync::Arc;
+
+use backend_avx512::Avx512Backend;
+use backend_scalar::ScalarBackend;
+use graph::backend::q8tok_row_bytes;
+use graph::{Backend, DType, Dim, Op, Shape, TensorFact};
+use ops_tests::cases::{CaseResult, OpCase, Tensor};
+use ops_tests::{open_model, Rng};
+
+/// The backend as detected and, where it uses AMX, also without it; empty (with a printed
+/// line) where the CPU lacks AVX-512.
+fn backends() -> Vec<Avx512Backend> {
+    let Some(b) = Avx512Backend::new() else {
+        println!("SKIPPED: no AVX-512 F/BW/VL/VNNI on this CPU, or BITNET_DISABLE_AVX512 is set");
+        return Vec::new();
+    };
+    if b.uses_amx() {
+        vec![b, b.without_amx()]
+    } else {
+        println!("note: no AMX-INT8 here (or BITNET_DISABLE_AMX is set): the AMX GEMM is not tested");
+        vec![b]
+    }
+}
+
+fn label(b: &Avx512Backend) -> &'static str {
+    if b.uses_amx() {
+        "avx512+amx"
+    } else {
+        "avx512"
+    }
+}
+
+fn run(case: &OpCase, b: &dyn Backend) -> CaseResult {
+    case.run(b).unwrap_or_else(|| panic!("{}: {} does not plan it", case.id, b.name())).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Runs `case` on `b` and on scalar and compares the outputs bit for bit.
+fn check(case: &OpCase, b: &Avx512Backend) {
+    let want = run(case, &ScalarBackend::new());
+    let got = run(case, b);
+    for (i, (w, g)) in want.out.f.iter().zip(&got.out.f).enumerate() {
+        assert!(
+            w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan()),
+            "{} on {}: element {i}: scalar {w:e} ({:#010x}), {} {g:e} ({:#010x})",
+            case.id,
+            label(b),
+            w.to_bits(),
+            label(b),
+            g.to_bits()
+        );
+    }
+    assert_eq!(want.out, got.out, "{} on {}", case.id, label(b));
+}
+
+/// Activations of an I2_S case.
+#[derive(Clone, Copy, Debug)]
+enum Acts {
+    /// Random i8 over the whole range (i16 lanes may wrap: the exact kernel).
+    Random,
+    /// All 127 against codes 2: every i16 lane of every chunk wraps.
+    Max,
+    /// All −128 against codes 2.
+    Min,
+    /// All 127 against codes 1: each chunk fits i16, two chunks together would not.
+    Chunked,
+    /// All zero.
+    Zero,
+    /// Random in −40..=40: no lane can wrap, whatever the codes (VNNI and AMX).
+    Small,
+    /// Odd tokens all 127, even ones small: steps and tiles that mix both kinds.
+    Mixed,
+}
+
+fn q8tok_rows(rng: &mut Rng, t: usize, k: usize, acts: Acts) -> Vec<u8> {
+    let mut out = Vec::with_capacity(t * q8tok_row_bytes(k));
+    for tok in 0..t {
+        let q: Vec<i8> = (0..k)
+            .map(|_| match acts {
+                Acts::Random => rng.next_u64() as u8 as i8,
+                Acts::Max | Acts::Chunked => 127,
+                Acts::Mixed if tok % 2 == 1 => 127,
+                Acts::Min => -128,
+                Acts::Zero => 0,
+                Acts::Small | Acts::Mixed => (rng.below(81) as i32 - 40) as i8,
+            })
+            .collect();
+        let sum: i32 = q.iter().map(|&v| i32::from(v)).sum();
+        out.extend(q.iter().map(|&v| v as u8));
+        out.extend_from_slice(&rng.f32(0.5, 400.0).to_le_bytes());
+        out.extend_from_slice(&sum.to_le_bytes());
+    }
+    out
+}
+
+fn i2s_case(rng: &mut Rng, m: usize, k: usize, t: usize, acts: Acts) -> OpCase {
+    let codes: Vec<u8> = (0..m * k)
+        .map(|_| match acts {
+            Acts::Max | Acts::Min => 2,
+            Acts::Chunked => 1,
+            // Mostly ternary codes; code 3 (never written by a quantizer) now and then.
+            _ if rng.below(97) == 0 => 3,
+            _ => rng.below(3) as u8,
+        })
+        .collect();
+    let mut trailer = [0u8; 28];
+    trailer.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
+    let w = graph::quant::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
+    OpCase {
+        id: format!("MatMulI2S(w=[{m},{k}],t={t},acts={acts:?})"),
+        op: Op::MatMulI2S,
+        inputs: vec![Tensor::bytes(DType::I2S, &[m, k], w), Tensor::bytes(DType::Q8Tok, &[t, k], q8tok_rows(rng, t, k, acts))],
+        out: (DType::F32, vec![t, m]),
+        kv: None,
+    }
+}
+
+#[test]
+fn matmul_i2s_bit_exact() {
+    for b in backends() {
+        let mut rng = Rng::new(20);
+        let mut n = 0;
+        // Groups: one, a half pair after whole ones, one chunk + a bit, the 2B widths
+        // (20 and 54 groups: two chunks at 6912).
+        for groups in [1usize, 3, 33, 20, 54] {
+            let k = 128 * groups;
+            for (m, t) in [(1usize, 1usize), (7, 1), (33, 1), (12, 2), (7, 5), (33, 16), (70, 17), (33, 33), (40, 48), (64, 70)] {
+                if groups > 3 && m * t > 33 * 33 && groups != 54 {
+                    continue; // keep the largest shapes to one width
+                }
+                for acts in [Acts::Random, Acts::Max, Acts::Min, Acts::Chunked, Acts::Zero, Acts::Small, Acts::Mixed] {
+                    if m * t * k > 40 * 48 * 2560 && !matches!(acts, Acts::Small | Acts::Mixed) {
+                        continue;
+                    }
+                    check(&i2s_case(&mut rng, m, k, t, acts), &b);
+                    n += 1;
+                }
+            }
+        }
+        println!("MatMulI2S on {}: {n} cases bit-exact", label(&b));
+    }
+}
+
+#[test]
+fn matmul_i2s_lane_wrap_matters() {
+    // The scalar kernel's documented values (its unit tests), with s = 1, Σq = 0 and scale 1
+    // so that the output is the integer dot product, for one token and for a prompt-sized
+    // step (every token fails the no-wrap gate: the AMX path must hand them all to the exact
+    // kernel):
+    // - codes 2 × q 127, K = 33 groups: the first chunk's lanes wrap → 24320 (exact 1072896);
+    // - codes 1 × q 127, K = 54 groups: no chunk wraps, one chunk of 54 would → 877824.
+    for b in backends() {
+        for (code, groups, want) in [(2u8, 33usize, 24320.0f32), (1, 54, 877824.0)] {
+            let k = groups * 128;
+            for t in [1usize, 20] {
+                let w = graph::quant::pack_i2s(&vec![code; 35 * k], 1.0, &[0; 28]);
+                let mut x = Vec::new();
+                for _ in 0..t {
+                    x.extend(std::iter::repeat_n(127u8, k));
+                    x.extend_from_slice(&1.0f32.to_le_bytes());
+                    x.extend_from_slice(&0i32.to_le_bytes());
+                }
+                let case = OpCase {
+                    id: format!("wrap(code={code},groups={groups},t={t})"),
+                    op: Op::MatMulI2S,
+                    inputs: vec![Tensor::bytes(DType::I2S, &[35, k], w), Tensor::bytes(DType::Q8Tok, &[t, k], x)],
+                    out: (DType::F32, vec![t, 35]),
+                    kv: None,
+                };
+                assert_eq!(run(&case, &b).out.f, vec![want; 35 * t], "{} on {}", case.id, label(&b));
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_and_kernel_names() {
+    let Some(b) = backends().into_iter().next() else { return };
+    let f = |dt: DType, dims: &[usize]| TensorFact::new(dt, Shape::new(dims.iter().map(|&d| Dim::Fixed(d))));
+    let name = |op: &Op, ins: &[&TensorFact]| b.plan(op, ins).map(|k| k.name().to_string());
+    let (w, x) = (f(DType::I2S, &[8, 256]), f(DType::Q8Tok, &[1, 256]));
+    let i2s = name(&Op::MatMulI2S, &[&w, &x]).expect("I2_S planned");
+    assert!(i2s.starts_with("vec_dot_i2s_i8_") && i2s.contains("avx512vnni"), "{i2s}");
+    assert_eq!(i2s.contains("_amx"), b.uses_amx(), "{i2s}");
+    assert!(name(&Op::MatMulI2S, &[&f(DType::I2S, &[8, 200]), &f(DType::Q8Tok, &[1, 200])]).is_none(), "K % 128 != 0");
+    assert!(name(&Op::MatMulI2S, &[&f(DType::F16, &[8, 256]), &x]).is_none(), "wrong weight dtype");
+    let pos = f(DType::I32, &[1]);
+    assert!(name(&Op::Embedding, &[&f(DType::F16, &[10, 8]), &pos]).is_none(), "Embedding goes to the next backend");
+    assert_eq!(b.name(), "avx512");
+}
+
+/// An executor of a shared model on `backends` (one sequence of `n_ctx` positions).
+fn executor(name: &str, backends: Vec<Arc<dyn Backend>>, n_ctx: usize) -> graph::Executor {
+    let file = open_model(name);
+    let g = gguf::lower(&file).expect("lowering").graph;
+    let w = Arc::new(gguf::lower::ModelWeights::new(file));
+    graph::Executor::standalone(g, w, &backends, graph::ExecConfig::solo(n_ctx, n_ctx)).expect("executor")
+}
+
+#[test]
+fn shared_models_logits_bit_exact() {
+    // Every shared model, a 40-token prompt in one step (prompt-sized products: the AMX
+    // GEMM where the CPU has it) and token by token, on avx512 → avx2 → scalar against
+    // scalar alone: whatever the avx512 backend runs must not change a bit.
+    let list = backends();
+    if list.is_empty() {
+        return;
+    }
+    for name in ["tiny-i2_s.gguf", "b1-spm-i2_s.gguf", "llama-tern-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf"] {
+        let n_vocab = gguf::lower(&open_model(name)).expect("lowering").hparams.n_vocab;
+        let toks: Vec<u32> = (0..40u32).map(|i| (1 + i * 7919) % n_vocab as u32).collect();
+        let mut exs = executor(name, vec![Arc::new(ScalarBackend::new())], 64);
+        let want = exs.forward(&toks, 0, toks.len()).unwrap().to_vec();
+        let mut steps = Vec::new();
+        exs.clear_kv();
+        for (pos, &tok) in toks.iter().take(4).enumerate() {
+            steps.push(exs.forward(&[tok], pos, 1).unwrap().to_vec());
+        }
+        for b in &list {
+            let mut chain: Vec<Arc<dyn Backend>> = vec![Arc::new(*b)];
+            chain.extend(backend_avx2::Avx2Backend::new().map(|a| Arc::new(a) as Arc<dyn Backend>));
+            chain.push(Arc::new(ScalarBackend::new()));
+            let mut ex = executor(name, chain, 64);
+            println!("{name} on {}: {}", label(b), ex.program().plan_summary());
+            let got = ex.forward(&toks, 0, toks.len()).unwrap().to_vec();
+            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{name} on {}: batched logits", label(b));
+            ex.clear_kv();
+            for (pos, &tok) in toks.iter().take(4).enumerate() {
+                let got = ex.forward(&[tok], pos, 1).unwrap().to_vec();
+                assert!(
+                    steps[pos].iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{name} on {}: token-by-token logits at {pos}",
+                    label(b)
+                );
+            }
+        }
+    }
+}
+
+// The generic per-op suite of the backend without AMX (the registry's suite in
+// `tests/backends.rs` runs it as detected).
+ops_tests::op_suite!(
+    avx512_no_amx,
+    Avx512Backend::new().map(|b| Arc::new(b.without_amx()) as Arc<dyn Backend>).into_iter().collect::<Vec<_>>()
+);
