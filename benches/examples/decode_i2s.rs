@@ -6,11 +6,12 @@
 //!
 //! - `avx2`: the AVX2 backend without its AVX-VNNI kernels;
 //! - `vnni`: the AVX2 backend as detected (AVX-VNNI where the CPU has it);
+//! - `avx512`: the AVX-512 backend (512-bit VNNI), where the CPU has it;
 //! - `read`: no arithmetic, the same bytes summed as u64 in the same number of tasks: what
 //!   reading 210 separate matrices costs on this machine.
 //!
 //! Run: `cargo run --release -p benches --example decode_i2s [-- VARIANT…] [--threads N]`
-//! (default: all three, the machine's thread count). Prints the median time per step and
+//! (default: all four, the machine's thread count). Prints the median time per step and
 //! the weight bytes per second.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -54,10 +55,10 @@ fn main() {
         args.drain(i..i + 2);
     }
     if args.is_empty() {
-        args = vec!["avx2".into(), "vnni".into(), "read".into()];
+        args = vec!["avx2".into(), "vnni".into(), "avx512".into(), "read".into()];
     }
-    if let Some(bad) = args.iter().find(|a| !["avx2", "vnni", "read"].contains(&a.as_str())) {
-        eprintln!("decode_i2s: unknown variant `{bad}` (variants: avx2, vnni, read; option: --threads N)");
+    if let Some(bad) = args.iter().find(|a| !["avx2", "vnni", "avx512", "read"].contains(&a.as_str())) {
+        eprintln!("decode_i2s: unknown variant `{bad}` (variants: avx2, vnni, avx512, read; option: --threads N)");
         std::process::exit(2);
     }
     let Some(vnni) = Avx2Backend::new() else {
@@ -98,6 +99,11 @@ fn main() {
     };
     let kernels = |b: &dyn Backend| (plan(b, 2560), plan(b, 6912));
     let (avx2_k, vnni_k) = (kernels(&avx2), kernels(&vnni));
+    let avx512_k = backend_avx512::Avx512Backend::new().map(|b| kernels(&b));
+    if avx512_k.is_none() && args.iter().any(|a| a == "avx512") {
+        eprintln!("note: no AVX-512 F/BW/VL/VNNI here (or BITNET_DISABLE_AVX512 is set): `avx512` is left out");
+        args.retain(|a| a != "avx512");
+    }
     let bytes: usize = offs.iter().map(|&(_, m, k)| m * k / 4).sum();
     println!(
         "{} I2_S matrices, {:.3} GB, {} threads, {REPS} reps (median of the last {})",
@@ -114,6 +120,7 @@ fn main() {
         for (vi, variant) in args.iter().enumerate() {
             let kernels = match variant.as_str() {
                 "vnni" => &vnni_k,
+                "avx512" => avx512_k.as_ref().expect("checked above"),
                 _ => &avx2_k, // "avx2", "read" (checked above)
             };
             let read_only = variant == "read";

@@ -134,7 +134,8 @@ impl Call {
 }
 
 /// The backends measured side by side, with their labels: every registered backend this CPU
-/// runs and, where the CPU has AVX-VNNI, AVX2 without its VNNI I2_S kernels.
+/// runs and, where the CPU has AVX-VNNI, AVX2 without its VNNI I2_S kernels, and where it
+/// has AMX-INT8, AVX-512 without its AMX GEMM.
 pub fn backends() -> Vec<(String, Arc<dyn Backend>)> {
     let mut v: Vec<(String, Arc<dyn Backend>)> = Vec::new();
     for e in runtime::backends::REGISTRY {
@@ -145,6 +146,9 @@ pub fn backends() -> Vec<(String, Arc<dyn Backend>)> {
     }
     if let Some(b) = backend_avx2::Avx2Backend::new().filter(|b| b.uses_vnni()) {
         v.push(("avx2-no-vnni".into(), Arc::new(b.without_vnni())));
+    }
+    if let Some(b) = backend_avx512::Avx512Backend::new().filter(|b| b.uses_amx()) {
+        v.push(("avx512-no-amx".into(), Arc::new(b.without_amx())));
     }
     v
 }

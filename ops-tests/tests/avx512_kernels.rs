@@ -62,7 +62,7 @@ fn check(case: &OpCase, b: &Avx512Backend) {
             g.to_bits()
         );
     }
-    assert_eq!(want.out, got.out, "{} on {}", case.id, label(b));
+    assert_eq!((want.out.f.len(), &want.out.b), (got.out.f.len(), &got.out.b), "{} on {}", case.id, label(b));
 }
 
 /// Activations of an I2_S case.
@@ -183,6 +183,100 @@ fn matmul_i2s_lane_wrap_matters() {
             }
         }
     }
+}
+
+/// f32 values of a kind: uniform, wide exponents, or special values (±0, subnormals, ±huge,
+/// ±inf, .5 ties) with NaN now and then when `nan`.
+fn values(rng: &mut Rng, n: usize, kind: u8, nan: bool) -> Vec<f32> {
+    const SPECIAL: [f32; 12] = [0.0, -0.0, 1e-38, -1e-38, 1e-45, 3e38, -3e38, 0.5, -2.5, 126.5, 1.0, f32::INFINITY];
+    (0..n)
+        .map(|_| match kind {
+            0 => rng.f32(-2.0, 2.0),
+            1 => rng.f32(1.0, 2.0) * rng.f32(-40.0, 40.0).exp2() * if rng.below(2) == 0 { 1.0 } else { -1.0 },
+            _ => match rng.below(24) {
+                0..=11 => rng.pick(&SPECIAL) * if rng.below(2) == 0 { 1.0 } else { -1.0 },
+                23 if nan => f32::NAN,
+                _ => rng.f32(-4.0, 4.0),
+            },
+        })
+        .collect()
+}
+
+fn f16_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect()
+}
+
+#[test]
+fn matmul_f16_bit_exact() {
+    // Both forms (a sequence's only row: dot16 with its f64 tail; rows sharing a sequence:
+    // dotblas with its masked tail), K with and without tails of 8 and 32, odd row counts
+    // (a lone row in the last register pair), the long-row tiles (K ≥ 1024).
+    let Some(b) = backends().into_iter().next() else { return };
+    let mut rng = Rng::new(21);
+    let mut n = 0;
+    for k in [1usize, 7, 8, 9, 31, 32, 33, 64, 255, 257, 1024, 2560] {
+        for m in [1usize, 3, 4, 5, 37] {
+            for t in [1usize, 2, 3, 5, 9] {
+                let kind = (n % 3) as u8;
+                let w = values(&mut rng, m * k, if kind == 1 { 0 } else { kind }, false);
+                let x = values(&mut rng, t * k, kind, false);
+                for seqs in [vec![0i32; t], (0..t as i32).collect(), (0..t as i32).map(|i| i / 2).collect::<Vec<_>>()] {
+                    let case = OpCase {
+                        id: format!("MatMulF16(w=[{m},{k}],t={t},seqs={seqs:?},kind={kind})"),
+                        op: Op::MatMulF16,
+                        inputs: vec![
+                            Tensor::bytes(DType::F16, &[m, k], f16_bytes(&w)),
+                            Tensor::f32(&[t, k], x.clone()),
+                            Tensor::i32(&[t], seqs),
+                        ],
+                        out: (DType::F32, vec![t, m]),
+                        kv: None,
+                    };
+                    check(&case, &b);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulF16 on {}: {n} cases bit-exact", label(&b));
+}
+
+#[test]
+fn matmul_q8_0_bit_exact() {
+    // The activation quantizer on extreme values (NaN blocks, ±inf, all-zero blocks, .5
+    // ties), weights with −128 quants (the sign-transfer quirk), the 8-block scale groups
+    // and the blocks after them, odd row counts.
+    let Some(b) = backends().into_iter().next() else { return };
+    let mut rng = Rng::new(22);
+    let mut n = 0;
+    for k in [32usize, 64, 96, 256, 288, 2560] {
+        for m in [1usize, 2, 3, 4, 5, 13] {
+            for t in [1usize, 2, 3, 5] {
+                for kind in 0..3u8 {
+                    let mut w = Vec::with_capacity(m * k / 32 * 34);
+                    for _ in 0..m * k / 32 {
+                        w.extend_from_slice(&half::f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
+                        let extreme = rng.below(4) == 0;
+                        w.extend((0..32).map(|_| if extreme { rng.pick(&[0x80u8, 0x7F, 0x81, 0]) } else { rng.next_u64() as u8 }));
+                    }
+                    let mut x = values(&mut rng, t * k, kind, kind == 2);
+                    if kind == 0 {
+                        x[..32].fill(0.0);
+                    }
+                    let case = OpCase {
+                        id: format!("MatMulQ8_0(w=[{m},{k}],t={t},kind={kind})"),
+                        op: Op::MatMulQ8_0,
+                        inputs: vec![Tensor::bytes(DType::Q8_0, &[m, k], w), Tensor::f32(&[t, k], x)],
+                        out: (DType::F32, vec![t, m]),
+                        kv: None,
+                    };
+                    check(&case, &b);
+                    n += 1;
+                }
+            }
+        }
+    }
+    println!("MatMulQ8_0 on {}: {n} cases bit-exact", label(&b));
 }
 
 #[test]

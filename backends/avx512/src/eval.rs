@@ -8,7 +8,7 @@
 
 use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef};
 use graph::tiles;
-use graph::tiling::{drive, par_tasks, rows_per_task, store, TileJob};
+use graph::tiling::{copy_block, drive, par_tasks, rows_per_task, store, TileJob};
 use graph::{DType, Error, Result};
 use rayon::prelude::*;
 
@@ -21,6 +21,9 @@ fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::runtime(format!("{op}: {msg}"))
 }
 
+/// Tasks per thread of the F16 and Q8_0 products (small, so a late or slowed thread costs
+/// little; the AVX2 backend's choice).
+const TASKS_PER_THREAD: usize = 8;
 /// Tasks per thread of the I2_S matmul (the AVX2 backend's measured choice: a task is a run
 /// of consecutive rows streamed from memory, and fewer, longer runs stream better).
 const I2S_TASKS_PER_THREAD: usize = 2;
@@ -169,24 +172,23 @@ fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
     let bb = amx::b_block_bytes(k);
     let nb16 = t.div_ceil(16);
     let mut bp = vec![0u8; nb16.next_multiple_of(2) * bb];
-    amx::pack_b(&p.xp, kp, t, k, &mut bp[..nb16 * bb]);
+    amx.pack_b(&p.xp, kp, t, k, &mut bp[..nb16 * bb]);
     let rows = rows_per_task(m, row_bytes, AMX_BLOCK, I2S_TASKS_PER_THREAD);
     par_tasks(o, m, rows, |r0, outs| {
         let n_rows = outs[0].len();
         let mut u = vec![0u8; AMX_BLOCK * kp];
-        let mut col = [0i32; AMX_BLOCK];
         for b in (0..n_rows).step_by(AMX_BLOCK) {
             let nb = AMX_BLOCK.min(n_rows - b);
             amx.unpack_rows(&p.w[(r0 + b) * row_bytes..(r0 + b + nb) * row_bytes], row_bytes, nb, k, &mut u);
             for j in (0..t).step_by(AMX_BLOCK) {
                 let blk = j / 16;
                 let c = amx.block_dots(&u, &bp[blk * bb..(blk + 1) * bb], &bp[(blk + 1) * bb..(blk + 2) * bb], k);
+                // c: [rows][tokens] → [tokens][rows], so that each token's epilogue runs
+                // over contiguous rows (vectorised) and is stored as one run.
+                let ct = amx.isa.transpose32(&c);
                 for n in j..(j + AMX_BLOCK).min(t) {
-                    for (r, v) in col.iter_mut().enumerate().take(nb) {
-                        *v = c[r][n - j];
-                    }
                     let (s, sum) = p.toks[n];
-                    i2s_outputs(&col[..nb], sum, s, p.scale, &mut outs[n][b..b + nb]);
+                    i2s_outputs(&ct[n - j][..nb], sum, s, p.scale, &mut outs[n][b..b + nb]);
                 }
             }
         }
@@ -216,5 +218,186 @@ pub(crate) fn matmul_i2s(isa: Isa, amx: Option<Amx>, inputs: &[TensorRef<'_>], o
         Some(amx) if t >= AMX_MIN_TOKENS => i2s_amx(amx, &p, o),
         _ => i2s_tiles(isa, &p, &p.xp, &p.toks, &p.no_wrap, o),
     }
+    Ok(())
+}
+
+/// `dot16` (with its f64 tail) of the task's weight rows with f16-rounded token rows.
+struct Dot16Job<'a> {
+    isa: Isa,
+    /// The task's weight rows (f16), `row_stride` bytes apart.
+    w: &'a [u8],
+    row_stride: usize,
+    /// Token rows, `x_stride` f32 apart, `k` used.
+    x: &'a [f32],
+    x_stride: usize,
+    k: usize,
+}
+
+impl TileJob for Dot16Job<'_> {
+    type Acc = f32;
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        let (w, x) = (&self.w[r * self.row_stride..], &self.x[n0 * self.x_stride..]);
+        tiles!(nn; 1, 2 => |N| store(self.isa.dot16_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k), r_local, n0, acc, block))
+    }
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+}
+
+/// `dotblas` of the task's weight rows with f32 token rows.
+struct BlasJob<'a> {
+    isa: Isa,
+    w: &'a [u8],
+    row_stride: usize,
+    x: &'a [f32],
+    x_stride: usize,
+    k: usize,
+}
+
+impl TileJob for BlasJob<'_> {
+    type Acc = f32;
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        let (w, x) = (&self.w[r * self.row_stride..], &self.x[n0 * self.x_stride..]);
+        tiles!(nn; 1, 2, 3, 4 => |N| store(self.isa.dotblas_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k), r_local, n0, acc, block))
+    }
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+}
+
+/// `[M, K]` of a weight input of dtype `want`.
+fn weight_dims(op: &str, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)> {
+    match (w.dims, w.dtype == want) {
+        (&[m, k], true) => Ok((m, k)),
+        _ => Err(fail(op, format!("weight {} {:?}, this backend's kernel takes {want} [M, K]", w.dtype, w.dims))),
+    }
+}
+
+/// F16 weights × f32 rows `x [T, K]`: each row in the form its sequence's row count calls
+/// for (`dot16` on f16(x) for a sequence's only row, else `dotblas`), rows of one form
+/// batched so the weights stream once per form.
+pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulF16";
+    let w = inputs[0].bytes()?;
+    let (m, k) = weight_dims(op, &inputs[0], DType::F16)?;
+    let (x, seqs) = (inputs[1].f32()?, inputs[2].i32()?);
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m || seqs.len() != t {
+        return Err(fail(
+            op,
+            format!("weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}", w.len(), inputs[1].dims, seqs.len(), o.len()),
+        ));
+    }
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    let single: Vec<bool> = graph::rows_per_seq(seqs).iter().map(|&n| n == 1).collect();
+    let (ones, many): (Vec<usize>, Vec<usize>) = (0..t).partition(|&i| single[i]);
+    for (rows, dot16) in [(ones, true), (many, false)] {
+        if rows.is_empty() {
+            continue;
+        }
+        let n = rows.len();
+        // The form's rows: f16-rounded for dot16, else the rows themselves (gathered unless
+        // they are all of x).
+        let xs: Vec<f32> = if dot16 {
+            let mut x16 = vec![0.0f32; n * k];
+            for (dst, &i) in x16.chunks_exact_mut(k.max(1)).zip(&rows) {
+                isa.round_f16(&x[i * k..(i + 1) * k], dst);
+            }
+            x16
+        } else if n == t {
+            Vec::new()
+        } else {
+            rows.iter().flat_map(|&i| x[i * k..(i + 1) * k].iter().copied()).collect()
+        };
+        let xr: &[f32] = if xs.is_empty() { x } else { &xs };
+        let mut tmp = if n == t { Vec::new() } else { vec![0.0f32; n * m] };
+        let dst: &mut [f32] = if n == t { &mut *o } else { &mut tmp };
+        let row_bytes = 2 * k;
+        let long = k >= DOT16_LONG_ROW;
+        let tile_rows = match (dot16, long) {
+            (true, true) => DOT16_ROWS_LONG,
+            (true, false) => DOT16_ROWS,
+            (false, _) => DOTBLAS_ROWS,
+        };
+        let per_task = rows_per_task(m, row_bytes, tile_rows, TASKS_PER_THREAD);
+        par_tasks(dst, m, per_task, |r0, outs| {
+            let w = &w[r0 * row_bytes..(r0 + outs[0].len()) * row_bytes];
+            match (dot16, long) {
+                (true, true) => drive::<_, DOT16_ROWS_LONG>(&Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, DOT16_TOKENS_LONG, outs),
+                (true, false) => drive::<_, DOT16_ROWS>(&Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, 1, outs),
+                (false, _) => drive::<_, DOTBLAS_ROWS>(&BlasJob { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, DOTBLAS_TOKENS.min(n), outs),
+            }
+        });
+        if n != t {
+            for (src, &i) in tmp.chunks_exact(m).zip(&rows) {
+                o[i * m..(i + 1) * m].copy_from_slice(src);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One Q8_0 product: the task's weight rows and all quantized activation rows.
+struct Q8Job<'a> {
+    isa: Isa,
+    w: &'a [u8],
+    w_row: usize,
+    a: &'a [u8],
+    a_row: usize,
+    nb: usize,
+}
+
+impl TileJob for Q8Job<'_> {
+    type Acc = f32;
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        let (w, a) = (&self.w[r * self.w_row..], &self.a[n0 * self.a_row..]);
+        tiles!(nn; 1, 2 => |N| store(self.isa.q8_0_dots::<R, N>(w, self.w_row, a, self.a_row, self.nb), r_local, n0, acc, block))
+    }
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+}
+
+/// Q8_0 weights × f32 rows: the rows quantized to Q8_0 blocks, then block dot tiles.
+pub(crate) fn matmul_q8_0(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulQ8_0";
+    let w = inputs[0].bytes()?;
+    let (m, k) = weight_dims(op, &inputs[0], DType::Q8_0)?;
+    let x = inputs[1].f32()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    let Some(row) = DType::Q8_0.row_bytes(k) else {
+        return Err(fail(op, format!("rows of {k} are not whole blocks of 32")));
+    };
+    if w.len() < m * row || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+        return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
+    }
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    // x: [T, K] → a: [T] rows of K/32 Q8_0 activation blocks.
+    let mut a = vec![0u8; t * row];
+    if k > 0 {
+        a.par_chunks_exact_mut(row).zip(x.par_chunks_exact(k)).for_each(|(arow, xrow)| isa.quantize_q8_0_act(xrow, arow));
+    }
+    let long1 = t == 1 && k >= DOT16_LONG_ROW;
+    let per_task = rows_per_task(m, row, if long1 { Q8_0_ROWS_1 } else { Q8_0_ROWS }, TASKS_PER_THREAD);
+    par_tasks(o, m, per_task, |r0, outs| {
+        let job = Q8Job { isa, w: &w[r0 * row..(r0 + outs[0].len()) * row], w_row: row, a: &a, a_row: row, nb: k / 32 };
+        if long1 {
+            drive::<_, Q8_0_ROWS_1>(&job, 1, outs);
+        } else {
+            drive::<_, Q8_0_ROWS>(&job, Q8_0_TOKENS, outs);
+        }
+    });
     Ok(())
 }

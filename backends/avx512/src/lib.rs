@@ -104,6 +104,8 @@ pub fn amx_disabled_by_env() -> bool {
 /// |---|---|---|
 /// | MatMulI2S, one token | `vec_dot_i2s_i8_avx512vnni`: 512-bit `vpdpbusd` over pairs of groups, codes masked in place, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
 /// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbusd`, 2 × 2 tiles) where the CPU has it, else 512-bit VNNI tiles; the exact kernel for tokens that could wrap | bit-exact |
+/// | MatMulF16 | `vec_dot_f16_avx512` (dot16: the scalar's four 8-lane accumulators as two 16-lane registers) for a sequence's only row, `vec_dot_f16_f32_avx512` (dotblas: two rows per register) otherwise | bit-exact |
+/// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx512` + `vec_dot_q8_0_q8_0_avx512vnni` (`vpdpbusd`, two rows per register) | bit-exact |
 ///
 /// Other ops are not planned: the executor runs them on the next backend.
 #[derive(Clone, Copy, Debug)]
@@ -180,6 +182,26 @@ pub(crate) mod tiles {
     pub const I2S_TOKENS: usize = 4;
     /// I2_S: tokens from which a step takes the AMX GEMM (when the CPU has it).
     pub const AMX_MIN_TOKENS: usize = 16;
+    /// F16 and Q8_0: elements from which a row counts as long (the heads of the 2B-4T
+    /// shape, K = 2560; the shared models' K = 256 rows are short).
+    pub const DOT16_LONG_ROW: usize = 1024;
+    /// F16 dot16, long rows: rows × tokens per tile (one row streams, up to two decoding
+    /// sequences share each weight load).
+    pub const DOT16_ROWS_LONG: usize = 1;
+    /// F16 dot16, long rows: tokens per tile.
+    pub const DOT16_TOKENS_LONG: usize = 2;
+    /// F16 dot16, short rows: rows per tile (one token).
+    pub const DOT16_ROWS: usize = 2;
+    /// F16 dotblas: rows (two per register) × tokens per tile.
+    pub const DOTBLAS_ROWS: usize = 4;
+    /// F16 dotblas: tokens per tile.
+    pub const DOTBLAS_TOKENS: usize = 4;
+    /// Q8_0: rows per tile for one token and long rows (one register pair streams).
+    pub const Q8_0_ROWS_1: usize = 2;
+    /// Q8_0: rows × tokens per tile otherwise.
+    pub const Q8_0_ROWS: usize = 4;
+    /// Q8_0: tokens per tile.
+    pub const Q8_0_TOKENS: usize = 2;
 }
 
 impl Backend for Avx512Backend {
@@ -209,6 +231,16 @@ impl Backend for Avx512Backend {
                     move |i, o, _| eval::matmul_i2s(isa, amx, i, o),
                 ))
             }
+            Op::MatMulF16 if d == [F16, F32, I32] => Some(Kernel::new(
+                format!(
+                    "vec_dot_f16_{DOT16_ROWS}x1_avx512 (1 row per sequence; {DOT16_ROWS_LONG}x{DOT16_TOKENS_LONG} from K = {DOT16_LONG_ROW}) | vec_dot_f16_f32_{DOTBLAS_ROWS}x{DOTBLAS_TOKENS}_avx512"
+                ),
+                move |i, o, _| eval::matmul_f16(isa, i, o),
+            )),
+            Op::MatMulQ8_0 if d == [Q8_0, F32] && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0) => Some(Kernel::new(
+                format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx512vnni (T=1, K ≥ {DOT16_LONG_ROW}) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx512vnni"),
+                move |i, o, _| eval::matmul_q8_0(isa, i, o),
+            )),
             // Every other op, dtype or shape: the next backend.
             _ => None,
         }

@@ -59,37 +59,30 @@ pub(crate) fn b_block_bytes(k: usize) -> usize {
     permuted_len(k) / KSTEP * B_TILE_BYTES
 }
 
-/// Packs `t` permuted activation rows (`xp[n·xp_stride ..]`, [`permuted_len`]`(k)` bytes
-/// each) into B tiles: `ceil(t/16)` blocks of [`b_block_bytes`]`(k)`, block `j` holding
-/// tokens `16j .. 16j+16` (zero past `t`), step `kb`'s tile at `kb·1024`, where row `i`
-/// holds token `n`'s bytes `64·kb + 4i .. +4` at `4n`.
-///
-/// # Panics
-/// If a row reaches past `xp` or `out` does not have `ceil(t/16)` blocks.
-pub(crate) fn pack_b(xp: &[u8], xp_stride: usize, t: usize, k: usize, out: &mut [u8]) {
-    let kp = permuted_len(k);
-    let block = b_block_bytes(k);
-    assert!(t == 0 || (t - 1) * xp_stride + kp <= xp.len(), "pack_b: {t} rows exceed the activations");
-    assert_eq!(out.len(), t.div_ceil(TILE) * block, "pack_b: output length");
-    use rayon::prelude::*;
-    out.par_chunks_exact_mut(block).enumerate().for_each(|(j, blk)| {
-        for n in 0..TILE {
-            let tok = TILE * j + n;
-            let row = (tok < t).then(|| &xp[tok * xp_stride..tok * xp_stride + kp]);
-            for (kb, tile) in blk.chunks_exact_mut(B_TILE_BYTES).enumerate() {
-                for i in 0..TILE {
-                    let dst = &mut tile[KSTEP * i + 4 * n..KSTEP * i + 4 * n + 4];
-                    match row {
-                        Some(r) => dst.copy_from_slice(&r[KSTEP * kb + 4 * i..KSTEP * kb + 4 * i + 4]),
-                        None => dst.fill(0),
-                    }
-                }
-            }
-        }
-    });
-}
-
 impl Amx {
+    /// Packs `t` permuted activation rows (`xp[n·xp_stride ..]`, [`permuted_len`]`(k)` bytes
+    /// each) into B tiles: `ceil(t/16)` blocks of [`b_block_bytes`]`(k)`, block `j` holding
+    /// tokens `16j .. 16j+16` (zero past `t`), step `kb`'s tile at `kb·1024`, where row `i`
+    /// holds token `n`'s bytes `64·kb + 4i .. +4` at `4n`: a 16 × 16 transpose of 4-byte
+    /// words per block and step.
+    ///
+    /// # Panics
+    /// If a row reaches past `xp` or `out` does not have `ceil(t/16)` blocks.
+    pub(crate) fn pack_b(self, xp: &[u8], xp_stride: usize, t: usize, k: usize, out: &mut [u8]) {
+        let kp = permuted_len(k);
+        let block = b_block_bytes(k);
+        assert!(t == 0 || (t - 1) * xp_stride + kp <= xp.len(), "pack_b: {t} rows exceed the activations");
+        assert_eq!(out.len(), t.div_ceil(TILE) * block, "pack_b: output length");
+        use rayon::prelude::*;
+        out.par_chunks_exact_mut(block).enumerate().for_each(|(j, blk)| {
+            let n = (t - TILE * j).min(TILE);
+            // SAFETY: `self` proves the AVX-512 features; the block's `n ≤ 16` rows start at
+            // `xp + (16j + i)·xp_stride` and hold `kp` bytes each (asserted above: the last
+            // token's row ends inside `xp`), and `blk` holds `kp/64` tiles of 1024 bytes.
+            unsafe { pack_entry(xp.as_ptr().add(TILE * j * xp_stride), xp_stride, n, kp / KSTEP, blk.as_mut_ptr()) }
+        });
+    }
+
     /// Unpacks `n_rows ≤ 32` rows of I2_S codes (`codes[r·row_bytes ..]`, `k/4` bytes each)
     /// into `u`: 32 rows of [`permuted_len`]`(k)` bytes, one code per byte in pair order,
     /// rows `n_rows ..` zero.
@@ -170,6 +163,29 @@ impl Amx {
             );
         }
         c
+    }
+}
+
+/// Entry point of [`Amx::pack_b`] for one block of `n ≤ 16` tokens.
+///
+/// # Safety
+/// The CPU must support the features of `super::Isa`; `xp + i·xp_stride` must be readable
+/// for `64·steps` bytes for every `i < n`, and `out` writable for `1024·steps` bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn pack_entry(xp: *const u8, xp_stride: usize, n: usize, steps: usize, out: *mut u8) {
+    // SAFETY: row `i < n` is read at bytes `64·kb .. 64·kb+64` (kb < steps) of its range;
+    // rows `n..16` are zero registers; tile `kb` is written at `out + 1024·kb`, 16 rows of 64.
+    unsafe {
+        for kb in 0..steps {
+            let mut rows = [_mm512_setzero_si512(); TILE];
+            for (i, r) in rows.iter_mut().enumerate().take(n) {
+                *r = _mm512_loadu_si512(xp.add(i * xp_stride + KSTEP * kb).cast());
+            }
+            let cols = super::transpose16(rows);
+            for (i, c) in cols.iter().enumerate() {
+                _mm512_storeu_si512(out.add(B_TILE_BYTES * kb + KSTEP * i).cast(), *c);
+            }
+        }
     }
 }
 

@@ -23,7 +23,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub(crate) mod amx;
+pub(crate) mod f16;
 pub(crate) mod i2s;
+pub(crate) mod q8_0;
 
 /// Proof that the running CPU supports AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI: the
 /// only way to call a kernel. Built only by [`Isa::detect`] (checked once, cached).
@@ -51,6 +53,109 @@ impl Amx {
     pub(crate) fn detect() -> Option<Amx> {
         let isa = Isa::detect()?;
         crate::amx_permitted().then_some(Amx { isa })
+    }
+}
+
+impl Isa {
+    /// `out[n][r] = c[r][n]` for a 32 × 32 block of i32 (the AMX results, rows × tokens, as
+    /// tokens × rows).
+    pub(crate) fn transpose32(self, c: &[[i32; 32]; 32]) -> [[i32; 32]; 32] {
+        let mut out = [[0i32; 32]; 32];
+        // SAFETY: `self` proves AVX-512 F; both arrays are 32 × 32 i32, and the entry reads
+        // and writes 16 × 16 quarters of them (64 bytes per row, rows 128 bytes apart).
+        unsafe { transpose32_entry(c.as_ptr().cast(), out.as_mut_ptr().cast()) };
+        out
+    }
+}
+
+/// Entry point of [`Isa::transpose32`].
+///
+/// # Safety
+/// The CPU must support AVX-512 F; `src` must be readable and `dst` writable for 32 × 32
+/// i32.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn transpose32_entry(src: *const i32, dst: *mut i32) {
+    use std::arch::x86_64::*;
+    // SAFETY: quarter (qr, qc) reads rows `16qr + i` at column `16qc` (16 i32) and writes
+    // rows `16qc + i` at column `16qr`: inside the two 32 × 32 arrays.
+    unsafe {
+        for qr in 0..2 {
+            for qc in 0..2 {
+                let mut rows = [_mm512_setzero_si512(); 16];
+                for (i, r) in rows.iter_mut().enumerate() {
+                    *r = _mm512_loadu_si512(src.add((16 * qr + i) * 32 + 16 * qc).cast());
+                }
+                for (i, c) in transpose16(rows).iter().enumerate() {
+                    _mm512_storeu_si512(dst.add((16 * qc + i) * 32 + 16 * qr).cast(), *c);
+                }
+            }
+        }
+    }
+}
+
+/// Transposes a 16 × 16 matrix of 32-bit elements held in registers (row `i` in `a[i]`):
+/// 32-bit and 64-bit unpacks within 128-bit lanes, then two rounds of 128-bit lane
+/// shuffles.
+///
+/// # Safety
+/// The CPU must support AVX-512 F.
+#[inline(always)]
+pub(crate) unsafe fn transpose16(a: [std::arch::x86_64::__m512i; 16]) -> [std::arch::x86_64::__m512i; 16] {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX-512 F; register-only operations.
+    unsafe {
+        // t[2k], t[2k+1]: lane L holds rows 2k, 2k+1 interleaved at columns 4L, 4L+1 / 4L+2, 4L+3.
+        let mut t = [_mm512_setzero_si512(); 16];
+        for k in 0..8 {
+            t[2 * k] = _mm512_unpacklo_epi32(a[2 * k], a[2 * k + 1]);
+            t[2 * k + 1] = _mm512_unpackhi_epi32(a[2 * k], a[2 * k + 1]);
+        }
+        // u[4k + c]: lane L holds column 4L + c of rows 4k .. 4k+4.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for k in 0..4 {
+            u[4 * k] = _mm512_unpacklo_epi64(t[4 * k], t[4 * k + 2]);
+            u[4 * k + 1] = _mm512_unpackhi_epi64(t[4 * k], t[4 * k + 2]);
+            u[4 * k + 2] = _mm512_unpacklo_epi64(t[4 * k + 1], t[4 * k + 3]);
+            u[4 * k + 3] = _mm512_unpackhi_epi64(t[4 * k + 1], t[4 * k + 3]);
+        }
+        // Row 4L + c of the result = lane L of u[c], u[4 + c], u[8 + c], u[12 + c].
+        let mut out = [_mm512_setzero_si512(); 16];
+        for c in 0..4 {
+            let v0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[c], u[4 + c]);
+            let v1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[c], u[4 + c]);
+            let v2 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[8 + c], u[12 + c]);
+            let v3 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[8 + c], u[12 + c]);
+            out[c] = _mm512_shuffle_i32x4::<0b10_00_10_00>(v0, v2);
+            out[8 + c] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v0, v2);
+            out[4 + c] = _mm512_shuffle_i32x4::<0b10_00_10_00>(v1, v3);
+            out[12 + c] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v1, v3);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose32_transposes() {
+        let Some(isa) = Isa::detect() else {
+            println!("skipped: no AVX-512 F/BW/VL/VNNI on this CPU");
+            return;
+        };
+        let mut c = [[0i32; 32]; 32];
+        for (r, row) in c.iter_mut().enumerate() {
+            for (n, v) in row.iter_mut().enumerate() {
+                *v = (1000 * r + n) as i32;
+            }
+        }
+        let t = isa.transpose32(&c);
+        for (n, row) in t.iter().enumerate() {
+            for (r, &v) in row.iter().enumerate() {
+                assert_eq!(v, (1000 * r + n) as i32, "out[{n}][{r}]");
+            }
+        }
     }
 }
 
