@@ -280,6 +280,54 @@ fn matmul_q8_0_bit_exact() {
 }
 
 #[test]
+fn rms_norm_and_quantize_bit_exact() {
+    // Row counts around the eight rows whose sums run side by side (1, 7, 8, 9, 17), widths
+    // with and without tails of 8 and 16, special values (inf and NaN rows, subnormals,
+    // huge squares that overflow f32, .5 ties for the quantizer), all-zero rows.
+    let Some(b) = backends().into_iter().next() else { return };
+    let mut rng = Rng::new(23);
+    let mut n = 0;
+    for d in [1usize, 7, 8, 15, 16, 17, 33, 256, 2560, 6912] {
+        for rows in [1usize, 2, 7, 8, 9, 17] {
+            for kind in 0..4u8 {
+                let x = if kind == 3 { vec![0.0; rows * d] } else { values(&mut rng, rows * d, kind, kind == 2) };
+                let w = values(&mut rng, d, 0, false);
+                for eps in [1e-5f32, 1e-6] {
+                    let case = OpCase {
+                        id: format!("RmsNorm(rows={rows},d={d},kind={kind},eps={eps:e})"),
+                        op: Op::RmsNorm { eps },
+                        inputs: vec![Tensor::f32(&[rows, d], x.clone()), Tensor::f32(&[d], w.clone())],
+                        out: (DType::F32, vec![rows, d]),
+                        kv: None,
+                    };
+                    check(&case, &b);
+                }
+                let mut xq = x.clone();
+                if kind == 0 && d > 4 {
+                    // Row maximum 127 gives s = 1 exactly: every .5 is a tie.
+                    for row in xq.chunks_mut(d) {
+                        row[0] = 127.0;
+                        for (i, v) in row.iter_mut().enumerate().skip(1) {
+                            *v = (i as f32 % 200.0) - 99.5;
+                        }
+                    }
+                }
+                let case = OpCase {
+                    id: format!("QuantizeI8(rows={rows},d={d},kind={kind})"),
+                    op: Op::QuantizeI8,
+                    inputs: vec![Tensor::f32(&[rows, d], xq)],
+                    out: (DType::Q8Tok, vec![rows, d]),
+                    kv: None,
+                };
+                check(&case, &b);
+                n += 1;
+            }
+        }
+    }
+    println!("RmsNorm and QuantizeI8 on {}: {n} cases each bit-exact", label(&b));
+}
+
+#[test]
 fn plans_and_kernel_names() {
     let Some(b) = backends().into_iter().next() else { return };
     let f = |dt: DType, dims: &[usize]| TensorFact::new(dt, Shape::new(dims.iter().map(|&d| Dim::Fixed(d))));

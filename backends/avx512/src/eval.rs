@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use crate::tiles::*;
 use crate::x86_64::amx::{self, BLOCK as AMX_BLOCK};
 use crate::x86_64::i2s::{permute_acts, permuted_len};
+use crate::x86_64::norm::ROWS as NORM_ROWS;
 use crate::x86_64::{Amx, Isa};
 
 fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
@@ -398,6 +399,43 @@ pub(crate) fn matmul_q8_0(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMu
         } else {
             drive::<_, Q8_0_ROWS>(&job, Q8_0_TOKENS, outs);
         }
+    });
+    Ok(())
+}
+
+/// RMSNorm over `[rows, d]`: tasks of eight rows, whose squared sums run side by side.
+pub(crate) fn rms_norm(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, eps: f32) -> Result<()> {
+    let (x, w) = (inputs[0].f32()?, inputs[1].f32()?);
+    let d = w.len();
+    let o = out.f32()?;
+    if o.len() != x.len() || (d == 0 && !x.is_empty()) || (d > 0 && x.len() % d != 0) {
+        return Err(fail("RmsNorm", format!("x of {} elements, weight of {d}, output of {}", x.len(), o.len())));
+    }
+    if x.is_empty() {
+        return Ok(());
+    }
+    let group = NORM_ROWS * d;
+    o.par_chunks_mut(group).zip(x.par_chunks(group)).for_each(|(o, x)| isa.rms_norm_rows(x, w, eps, o));
+    Ok(())
+}
+
+/// QuantizeI8 over `[T, K]`: one q8_tok row (K i8, f32 scale, i32 sum) per token.
+pub(crate) fn quantize_i8(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let x = inputs[0].f32()?;
+    let k = *inputs[0].dims.last().unwrap_or(&1);
+    let o = out.bytes()?;
+    let rows = x.len().checked_div(k).unwrap_or(0);
+    if rows * k != x.len() || o.len() != rows * q8tok_row_bytes(k) {
+        return Err(fail("QuantizeI8", format!("x of {} elements in rows of {k}, output of {} bytes", x.len(), o.len())));
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    o.par_chunks_mut(q8tok_row_bytes(k)).zip(x.par_chunks(k)).for_each(|(row, x)| {
+        let (q, tail) = row.split_at_mut(k);
+        let (s, sum) = isa.quantize_i8(x, bytemuck::cast_slice_mut(q));
+        tail[..4].copy_from_slice(&s.to_le_bytes());
+        tail[4..].copy_from_slice(&sum.to_le_bytes());
     });
     Ok(())
 }

@@ -102,6 +102,8 @@ pub fn amx_disabled_by_env() -> bool {
 ///
 /// | op | kernel | vs scalar |
 /// |---|---|---|
+/// | RmsNorm | `rms_norm_f32_8rows_avx512`: eight rows' sequential f64 sums side by side (one register lane per row) | bit-exact |
+/// | QuantizeI8 | `quantize_row_i8_avx512` | bit-exact (integers exact) |
 /// | MatMulI2S, one token | `vec_dot_i2s_i8_avx512vnni`: 512-bit `vpdpbusd` over pairs of groups, codes masked in place, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
 /// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbusd`, 2 × 2 tiles) where the CPU has it, else 512-bit VNNI tiles; the exact kernel for tokens that could wrap | bit-exact |
 /// | MatMulF16 | `vec_dot_f16_avx512` (dot16: the scalar's four 8-lane accumulators as two 16-lane registers) for a sequence's only row, `vec_dot_f16_f32_avx512` (dotblas: two rows per register) otherwise | bit-exact |
@@ -221,6 +223,10 @@ impl Backend for Avx512Backend {
         let (isa, amx) = (self.isa, self.amx);
         let d: Vec<DType> = inputs.iter().map(|f| f.dtype).collect();
         match op {
+            &Op::RmsNorm { eps } if d == [F32, F32] => {
+                Some(Kernel::new("rms_norm_f32_8rows_avx512", move |i, o, _| eval::rms_norm(isa, i, o, eps)))
+            }
+            Op::QuantizeI8 if d == [F32] => Some(Kernel::new("quantize_row_i8_avx512", move |i, o, _| eval::quantize_i8(isa, i, o))),
             Op::MatMulI2S if d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0) => {
                 let prompt = match amx {
                     Some(_) => format!("gemm_i2s_i8_32x32_amx (T ≥ {AMX_MIN_TOKENS}) | "),

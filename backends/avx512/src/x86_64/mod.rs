@@ -25,7 +25,9 @@
 pub(crate) mod amx;
 pub(crate) mod f16;
 pub(crate) mod i2s;
+pub(crate) mod norm;
 pub(crate) mod q8_0;
+pub(crate) mod quant;
 
 /// Proof that the running CPU supports AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI: the
 /// only way to call a kernel. Built only by [`Isa::detect`] (checked once, cached).
