@@ -20,7 +20,6 @@ use backend_avx2::Avx2Backend;
 use graph::backend::{q8tok_row_bytes, Data, DataMut, TensorMut, TensorRef};
 use graph::rng::Rng;
 use graph::{Backend, DType, Dim, Op, Shape, TensorFact};
-use rayon::prelude::*;
 
 /// The 2B-4T layer: (rows, columns) of attn_q, attn_k, attn_v, attn_output, ffn_gate,
 /// ffn_up, ffn_down.
@@ -104,6 +103,25 @@ fn main() {
         eprintln!("note: no AVX-512 F/BW/VL/VNNI here (or BITNET_DISABLE_AVX512 is set): `avx512` is left out");
         args.retain(|a| a != "avx512");
     }
+    // The avx512 kernels read their own weight layout: a second arena holds every matrix
+    // prepared (once, as the executor binds weights), same alignment.
+    let prep = avx512_k.as_ref().and_then(|k| k.0.weight_prep().cloned());
+    let mut offs512 = vec![];
+    let mut arena512 = None;
+    if let Some(prep) = &prep {
+        let mut total = 0usize;
+        for &(_, m, k) in &offs {
+            let len = (prep.len)(&[m, k]).expect("preparable I2_S shape");
+            offs512.push((total, len));
+            total += len.div_ceil(4096) * 4096;
+        }
+        let mut a = memmap2::MmapMut::map_anon(total).expect("anonymous mapping");
+        let _ = a.advise(memmap2::Advice::HugePage);
+        for (&(o, m, k), &(o2, len)) in offs.iter().zip(&offs512) {
+            (prep.prepare)(&arena[o..o + m * k / 4 + 32], &[m, k], &mut a[o2..o2 + len]).expect("prepare");
+        }
+        arena512 = Some(a);
+    }
     let bytes: usize = offs.iter().map(|&(_, m, k)| m * k / 4).sum();
     println!(
         "{} I2_S matrices, {:.3} GB, {} threads, {REPS} reps (median of the last {})",
@@ -141,7 +159,7 @@ fn main() {
                         }
                     });
                 }
-                for &(o, m, k) in &offs {
+                for (mi, &(o, m, k)) in offs.iter().enumerate() {
                     if read_only {
                         let words: &[u64] = bytemuck::cast_slice(&arena[o..o + m * k / 4]);
                         // The bandwidth probe's read, in as many tasks as the I2_S kernels use.
@@ -151,13 +169,18 @@ fn main() {
                     }
                     let x = if k == 2560 { &x2560 } else { &x6912 };
                     let (wd, xd, od) = ([m, k], [1, k], [1, m]);
+                    // The weight as this variant's kernel reads it.
+                    let w: &[u8] = match (variant.as_str(), &arena512) {
+                        ("avx512", Some(a)) => &a[offs512[mi].0..offs512[mi].0 + offs512[mi].1],
+                        _ => &arena[o..o + m * k / 4 + 32],
+                    };
                     let inputs = [
-                        TensorRef { dtype: DType::I2S, dims: &wd, data: Data::Bytes(&arena[o..o + m * k / 4 + 32]) },
+                        TensorRef { dtype: DType::I2S, dims: &wd, data: Data::Bytes(w) },
                         TensorRef { dtype: DType::Q8Tok, dims: &xd, data: Data::Bytes(x) },
                     ];
                     let mut o = TensorMut { dtype: DType::F32, dims: &od, data: DataMut::F32(&mut out[..m]) };
                     let kernel = if k == 2560 { &kernels.0 } else { &kernels.1 };
-                    kernel.run(&inputs, &mut o, None).expect("I2_S matmul");
+                    kernel.run_prepared(&inputs, &mut o, None).expect("I2_S matmul");
                     if rep == 0 {
                         sums[vi] += out[..m].iter().map(|&f| f64::from(f)).sum::<f64>();
                     }

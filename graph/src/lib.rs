@@ -23,5 +23,5 @@ pub mod backend;
 pub mod check;
 pub mod exec;
 
-pub use backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef};
+pub use backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef, WeightPrep};
 pub use exec::{ExecConfig, Executor, Program, Step, StepHook, WeightSource};

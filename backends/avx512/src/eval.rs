@@ -6,7 +6,9 @@
 //! `K` i8, the f32 scale, the i32 sum; weights arrive in their file layout. Bad sizes are
 //! errors, never panics.
 
-use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef};
+use std::sync::Arc;
+
+use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef, WeightPrep};
 use graph::tiles;
 use graph::tiling::{copy_block, drive, par_tasks, rows_per_task, store, TileJob};
 use graph::{DType, Error, Result};
@@ -14,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::tiles::*;
 use crate::x86_64::amx::{self, BLOCK as AMX_BLOCK};
-use crate::x86_64::i2s::{permute_acts, permuted_len};
+use crate::x86_64::i2s::{prepare_r16, r16_len, ROWS};
 use crate::x86_64::norm::ROWS as NORM_ROWS;
 use crate::x86_64::{Amx, Isa};
 
@@ -41,18 +43,41 @@ fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
     }
 }
 
+/// The weight layout of this backend's I2_S kernels: `i2s_r16` (rows interleaved in blocks
+/// of 16, `x86_64::i2s` module notes), prepared once when a program binds its weights.
+pub(crate) fn i2s_r16_prep() -> WeightPrep {
+    WeightPrep {
+        input: 0,
+        layout: "i2s_r16",
+        len: |dims| match *dims {
+            [m, k] => r16_len(m, k),
+            _ => None,
+        },
+        prepare: Arc::new(|src: &[u8], dims: &[usize], dst: &mut [u8]| {
+            let &[m, k] = dims else { return Err(fail("MatMulI2S", format!("weight dims {dims:?}, expected [M, K]"))) };
+            if src.len() < m * k / 4 + 32 || r16_len(m, k) != Some(dst.len()) {
+                return Err(fail("MatMulI2S", format!("weight [{m}, {k}] of {} bytes, prepared {} bytes", src.len(), dst.len())));
+            }
+            prepare_r16(src, m, k, dst);
+            Ok(())
+        }),
+    }
+}
+
 /// The operands of one I2_S product, checked.
 struct I2sOperands<'a> {
+    /// The weight in the `i2s_r16` layout.
     w: &'a [u8],
     m: usize,
     k: usize,
     scale: f32,
+    /// q8_tok rows, `stride = K + 8` apart.
+    xq: &'a [u8],
+    stride: usize,
     /// Per token: (s, Σq).
     toks: Vec<(f32, i32)>,
     /// Per token: whether its i16 lanes provably cannot wrap.
     no_wrap: Vec<bool>,
-    /// Per token: its activations in pair order, `permuted_len(k)` bytes each.
-    xp: Vec<u8>,
 }
 
 impl<'a> I2sOperands<'a> {
@@ -73,7 +98,10 @@ impl<'a> I2sOperands<'a> {
                 format!("weight [{m}, {k}], activations {:?} ({} bytes), output of {m_out}", inputs[1].dims, xq.len()),
             ));
         }
-        let scale = graph::quant::i2s_scale(w, m * k).ok_or_else(|| fail(op, "I2_S tensor too short"))?;
+        if r16_len(m, k) != Some(w.len()) {
+            return Err(fail(op, format!("weight of {} bytes: this kernel reads the i2s_r16 layout ({:?} bytes)", w.len(), r16_len(m, k))));
+        }
+        let scale = graph::quant::i2s_scale(w, m.div_ceil(ROWS) * ROWS * k).ok_or_else(|| fail(op, "I2_S tensor too short"))?;
         let toks = xq
             .chunks_exact(stride)
             .map(|r| {
@@ -82,114 +110,102 @@ impl<'a> I2sOperands<'a> {
                 (s, sum)
             })
             .collect();
-        let kp = permuted_len(k);
-        let mut xp = vec![0u8; t * kp];
-        let mut no_wrap = vec![false; t];
-        if kp > 0 {
-            xp.par_chunks_exact_mut(kp).zip(xq.par_chunks_exact(stride)).zip(no_wrap.par_iter_mut()).for_each(
-                |((dst, row), ok)| {
-                    permute_acts(row, k, dst);
-                    *ok = isa.i2s_cannot_wrap(row, k);
-                },
-            );
-        }
-        Ok(I2sOperands { w, m, k, scale, toks, no_wrap, xp })
+        let no_wrap = xq.par_chunks_exact(stride).map(|row| isa.i2s_cannot_wrap(row, k)).collect();
+        Ok(I2sOperands { w, m, k, scale, xq, stride, toks, no_wrap })
+    }
+
+    /// The 16-row block of the weight that holds row `r`.
+    fn block(&self, r: usize) -> &'a [u8] {
+        let bytes = ROWS * self.k / 4;
+        &self.w[r / ROWS * bytes..(r / ROWS + 1) * bytes]
     }
 }
 
-/// One I2_S product on 512-bit tiles: weight codes of the task's rows, permuted activations.
-struct I2sJob<'a> {
+/// One I2_S product on 512-bit tiles of 16 rows (the blocks of the layout).
+struct I2sJob<'a, 'p> {
     isa: Isa,
-    /// The task's rows of codes, `row_bytes = K/4` apart.
-    codes: &'a [u8],
-    row_bytes: usize,
-    k: usize,
-    /// Permuted activations, `xp_stride` apart.
-    xp: &'a [u8],
-    xp_stride: usize,
-    toks: &'a [(f32, i32)],
-    no_wrap: &'a [bool],
-    scale: f32,
+    p: &'p I2sOperands<'a>,
+    /// The task's first row.
+    r0: usize,
+    /// Activation rows, `stride` apart, with their (s, Σq) and no-wrap flags.
+    xq: &'p [u8],
+    toks: &'p [(f32, i32)],
+    no_wrap: &'p [bool],
 }
 
-impl TileJob for I2sJob<'_> {
+impl TileJob for I2sJob<'_, '_> {
     type Acc = i32;
 
+    /// `R` is 16 (a whole block) or 1 (a row of the block that ends the matrix).
     fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [i32], block: usize) {
-        let (codes, xp) = (&self.codes[r * self.row_bytes..], &self.xp[n0 * self.xp_stride..]);
-        let vnni = self.no_wrap[n0..n0 + nn].iter().all(|&ok| ok);
-        tiles!(nn; 1, 2, 3, 4 => |N| {
-            let res = if vnni {
-                self.isa.i2s_dots_vnni::<R, N>(codes, self.row_bytes, xp, self.xp_stride, self.k)
-            } else {
-                self.isa.i2s_dots::<R, N>(codes, self.row_bytes, xp, self.xp_stride, self.k)
-            };
-            store(res, r_local, n0, acc, block)
-        })
+        let (row, p) = (self.r0 + r, self.p);
+        let (blk, off) = (p.block(row), row % ROWS);
+        let put = |acc: &mut [i32], n: usize, res: &[i32; ROWS]| {
+            for dr in 0..R {
+                acc[n * block + r_local + dr] = res[off + dr];
+            }
+        };
+        if self.no_wrap[n0..n0 + nn].iter().all(|&ok| ok) {
+            let xq = &self.xq[n0 * p.stride..];
+            tiles!(nn; 1, 2, 3, 4 => |N| {
+                let res = self.isa.r16_dots_vnni::<N>(blk, xq, p.stride, p.k);
+                for (dn, res_n) in res.iter().enumerate() {
+                    put(acc, n0 + dn, res_n);
+                }
+            })
+        } else {
+            for n in n0..n0 + nn {
+                put(acc, n, &self.isa.r16_dots_exact(blk, &self.xq[n * p.stride..], p.k));
+            }
+        }
     }
 
     fn finish(&self, b0: usize, nb: usize, acc: &[i32], block: usize, outs: &mut [&mut [f32]]) {
         for ((out, acc), &(s, sum)) in outs.iter_mut().zip(acc.chunks_exact(block)).zip(self.toks) {
-            i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
+            i2s_outputs(&acc[..nb], sum, s, self.p.scale, &mut out[b0..b0 + nb]);
         }
     }
 }
 
-/// `o [t, m]` on the 512-bit tiles for tokens `toks` (`xp` their permuted rows).
-#[allow(clippy::too_many_arguments)]
-fn i2s_tiles(isa: Isa, p: &I2sOperands<'_>, xp: &[u8], toks: &[(f32, i32)], no_wrap: &[bool], o: &mut [f32]) {
-    let (m, k, t) = (p.m, p.k, toks.len());
-    let row_bytes = k / 4;
-    let rows = rows_per_task(m, row_bytes, 4, I2S_TASKS_PER_THREAD);
-    // w: [M, K/4] codes; xp: [T] permuted rows; o: [T, M]. Tasks own disjoint output columns.
-    par_tasks(o, m, rows, |r0, outs| {
-        let n_rows = outs[0].len();
-        let job = I2sJob {
-            isa,
-            codes: &p.w[r0 * row_bytes..(r0 + n_rows) * row_bytes],
-            row_bytes,
-            k,
-            xp,
-            xp_stride: permuted_len(k),
-            toks,
-            no_wrap,
-            scale: p.scale,
-        };
+/// `o [t, m]` on the 512-bit tiles for the tokens of `xq` (`toks`, `no_wrap` theirs).
+fn i2s_tiles(isa: Isa, p: &I2sOperands<'_>, xq: &[u8], toks: &[(f32, i32)], no_wrap: &[bool], o: &mut [f32]) {
+    let t = toks.len();
+    let rows = rows_per_task(p.m, p.k / 4, ROWS, I2S_TASKS_PER_THREAD);
+    // o: [T, M]; tasks own disjoint output columns, whole blocks of 16 rows.
+    par_tasks(o, p.m, rows, |r0, outs| {
+        let job = I2sJob { isa, p, r0, xq, toks, no_wrap };
         if t == 1 {
-            drive::<_, I2S_ROWS_1>(&job, 1, outs);
+            drive::<_, ROWS>(&job, 1, outs);
         } else {
-            drive::<_, I2S_ROWS>(&job, I2S_TOKENS, outs);
+            drive::<_, ROWS>(&job, I2S_TOKENS, outs);
         }
     });
 }
 
 /// `o [t, m]` on AMX tiles, then the tokens that could wrap an i16 lane again on the exact
-/// 512-bit tiles.
+/// kernel.
 fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
     let (m, k, t) = (p.m, p.k, p.toks.len());
-    let (row_bytes, kp) = (k / 4, permuted_len(k));
-    // B tiles: blocks of 16 tokens, one more zero block when their count is odd (the
-    // kernel takes two per call).
+    // The activations without their scale and sum, in whole blocks of 32 rows (zero past t).
+    let mut xa = vec![0u8; t.next_multiple_of(AMX_BLOCK) * k];
+    xa.par_chunks_exact_mut(k).zip(p.xq.par_chunks_exact(p.stride)).for_each(|(dst, row)| dst.copy_from_slice(&row[..k]));
     let bb = amx::b_block_bytes(k);
-    let nb16 = t.div_ceil(16);
-    let mut bp = vec![0u8; nb16.next_multiple_of(2) * bb];
-    amx.pack_b(&p.xp, kp, t, k, &mut bp[..nb16 * bb]);
-    let rows = rows_per_task(m, row_bytes, AMX_BLOCK, I2S_TASKS_PER_THREAD);
+    let rows = rows_per_task(m, k / 4, AMX_BLOCK, I2S_TASKS_PER_THREAD);
     par_tasks(o, m, rows, |r0, outs| {
         let n_rows = outs[0].len();
-        let mut u = vec![0u8; AMX_BLOCK * kp];
-        for b in (0..n_rows).step_by(AMX_BLOCK) {
-            let nb = AMX_BLOCK.min(n_rows - b);
-            amx.unpack_rows(&p.w[(r0 + b) * row_bytes..(r0 + b + nb) * row_bytes], row_bytes, nb, k, &mut u);
+        let mut b = vec![0u8; 2 * bb];
+        for r in (0..n_rows).step_by(AMX_BLOCK) {
+            let nb = AMX_BLOCK.min(n_rows - r);
+            let (b0, b1) = b.split_at_mut(bb);
+            amx.unpack_b(p.block(r0 + r), k, b0);
+            if nb > ROWS {
+                amx.unpack_b(p.block(r0 + r + ROWS), k, b1);
+            }
             for j in (0..t).step_by(AMX_BLOCK) {
-                let blk = j / 16;
-                let c = amx.block_dots(&u, &bp[blk * bb..(blk + 1) * bb], &bp[(blk + 1) * bb..(blk + 2) * bb], k);
-                // c: [rows][tokens] → [tokens][rows], so that each token's epilogue runs
-                // over contiguous rows (vectorised) and is stored as one run.
-                let ct = amx.isa.transpose32(&c);
+                let c = amx.block_dots(&xa[j * k..], k, &b[..bb], &b[bb..], k);
                 for n in j..(j + AMX_BLOCK).min(t) {
                     let (s, sum) = p.toks[n];
-                    i2s_outputs(&ct[n - j][..nb], sum, s, p.scale, &mut outs[n][b..b + nb]);
+                    i2s_outputs(&c[n - j][..nb], sum, s, p.scale, &mut outs[n][r..r + nb]);
                 }
             }
         }
@@ -199,10 +215,10 @@ fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
     if bad.is_empty() {
         return;
     }
-    let xp: Vec<u8> = bad.iter().flat_map(|&n| p.xp[n * kp..(n + 1) * kp].iter().copied()).collect();
+    let xq: Vec<u8> = bad.iter().flat_map(|&n| p.xq[n * p.stride..(n + 1) * p.stride].iter().copied()).collect();
     let toks: Vec<(f32, i32)> = bad.iter().map(|&n| p.toks[n]).collect();
     let mut tmp = vec![0.0f32; bad.len() * m];
-    i2s_tiles(amx.isa, p, &xp, &toks, &vec![false; bad.len()], &mut tmp);
+    i2s_tiles(amx.isa, p, &xq, &toks, &vec![false; bad.len()], &mut tmp);
     for (src, &n) in tmp.chunks_exact(m).zip(&bad) {
         o[n * m..(n + 1) * m].copy_from_slice(src);
     }
@@ -217,7 +233,7 @@ pub(crate) fn matmul_i2s(isa: Isa, amx: Option<Amx>, inputs: &[TensorRef<'_>], o
     }
     match amx {
         Some(amx) if t >= AMX_MIN_TOKENS => i2s_amx(amx, &p, o),
-        _ => i2s_tiles(isa, &p, &p.xp, &p.toks, &p.no_wrap, o),
+        _ => i2s_tiles(isa, &p, p.xq, &p.toks, &p.no_wrap, o),
     }
     Ok(())
 }

@@ -104,8 +104,8 @@ pub fn amx_disabled_by_env() -> bool {
 /// |---|---|---|
 /// | RmsNorm | `rms_norm_f32_8rows_avx512`: eight rows' sequential f64 sums side by side (one register lane per row) | bit-exact |
 /// | QuantizeI8 | `quantize_row_i8_avx512` | bit-exact (integers exact) |
-/// | MatMulI2S, one token | `vec_dot_i2s_i8_avx512vnni`: 512-bit `vpdpbusd` over pairs of groups, codes masked in place, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
-/// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbusd`, 2 × 2 tiles) where the CPU has it, else 512-bit VNNI tiles; the exact kernel for tokens that could wrap | bit-exact |
+/// | MatMulI2S, one token | `vec_dot_i2s_i8_16x1_avx512vnni` on the `i2s_r16` weight layout (16 rows interleaved, prepared at load): `vpdpbusd` with one i32 lane per row, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
+/// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbsud`, 2 × 2 tiles, activations straight from the step's rows) where the CPU has it, else 512-bit VNNI tiles of 16 rows × 4 tokens; the exact kernel for tokens that could wrap | bit-exact |
 /// | MatMulF16 | `vec_dot_f16_avx512` (dot16: the scalar's four 8-lane accumulators as two 16-lane registers) for a sequence's only row, `vec_dot_f16_f32_avx512` (dotblas: two rows per register) otherwise | bit-exact |
 /// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx512` + `vec_dot_q8_0_q8_0_avx512vnni` (`vpdpbusd`, two rows per register) | bit-exact |
 ///
@@ -176,11 +176,7 @@ fn fixed_last(inputs: &[&TensorFact], i: usize) -> Option<usize> {
 
 /// Tile shapes: the kernels use them and [`Backend::plan`] names the kernels after them.
 pub(crate) mod tiles {
-    /// I2_S: rows per tile for one token.
-    pub const I2S_ROWS_1: usize = 2;
-    /// I2_S, VNNI tiles: rows per tile for two or more tokens.
-    pub const I2S_ROWS: usize = 2;
-    /// I2_S, VNNI tiles: tokens per tile.
+    /// I2_S, VNNI tiles: tokens per tile (rows: one 16-row block of the `i2s_r16` layout).
     pub const I2S_TOKENS: usize = 4;
     /// I2_S: tokens from which a step takes the AMX GEMM (when the CPU has it).
     pub const AMX_MIN_TOKENS: usize = 16;
@@ -232,10 +228,13 @@ impl Backend for Avx512Backend {
                     Some(_) => format!("gemm_i2s_i8_32x32_amx (T ≥ {AMX_MIN_TOKENS}) | "),
                     None => String::new(),
                 };
-                Some(Kernel::new(
-                    format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_avx512vnni (T=1) | {prompt}vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_avx512vnni"),
-                    move |i, o, _| eval::matmul_i2s(isa, amx, i, o),
-                ))
+                Some(
+                    Kernel::new(
+                        format!("vec_dot_i2s_i8_16x1_avx512vnni (T=1) | {prompt}vec_dot_i2s_i8_16x{I2S_TOKENS}_avx512vnni; i2s_r16 layout"),
+                        move |i, o, _| eval::matmul_i2s(isa, amx, i, o),
+                    )
+                    .with_prepared_weight(eval::i2s_r16_prep()),
+                )
             }
             Op::MatMulF16 if d == [F16, F32, I32] => Some(Kernel::new(
                 format!(

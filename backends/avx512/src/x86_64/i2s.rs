@@ -1,37 +1,38 @@
-//! I2_S × int8 integer dot products on 512-bit registers, a tile of `R` weight rows × `N`
-//! tokens per call, bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit lane wrap
-//! (docs/format.md §2.2, §4.2).
+//! I2_S × int8 integer dot products on 512-bit registers over the `i2s_r16` weight layout,
+//! bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit lane wrap (docs/format.md
+//! §2.2, §4.2).
 //!
-//! ## Pairs of groups
+//! ## The `i2s_r16` layout
 //! An I2_S row is groups of 128 elements, 32 code bytes each; byte `b` of group `g` holds
-//! the codes of elements `128g + 32s + b` for `s` in 0..4 at bit `6 − 2s`. A 512-bit load
-//! takes two groups (a *pair*, 64 code bytes), so sub-block `s` of both groups is one
-//! shift-and-mask of the whole register: its low 32 bytes are group `2p`'s elements
-//! `32s .. 32s+32`, its high 32 bytes group `2p+1`'s. The activations are rearranged once
-//! per token to match ([`permute_acts`]): the permuted row holds, per pair `p` and
-//! sub-block `s`, 64 bytes = group `2p`'s 32 activations of sub-block `s`, then group
-//! `2p+1`'s. A row with an odd number of groups ends with a half pair: its codes are read
-//! with a masked load (no byte past the row is touched) and its missing activations are
-//! zero.
+//! the codes of elements `128g + 32s + b` for `s` in 0..4 at bit `6 − 2s`. The layout keeps
+//! those bytes and interleaves 16 rows at 4-byte granularity ([`prepare_r16`], once, when
+//! the weights are bound): for each block of 16 rows, group `g` and 4-byte word `d` (0..8),
+//! 64 bytes hold word `d` of group `g` of each of the 16 rows (row `r` at bytes `4r..4r+4`).
+//! A block of 16 rows is one contiguous stream; rows past the matrix are zero codes; the
+//! 32-byte trailer (the scale) follows the last block. So a 64-byte *chunk* `(g, d)`
+//! shifted right by `6 − 2s` and masked to 2 bits holds, at byte `4r + i`, the code of row
+//! `r` and element `128g + 32s + 4d + i`: sixteen rows × four consecutive elements, the
+//! operand layout of `vpdpbusd` (one i32 lane per row) and of an AMX B tile.
 //!
-//! ## The exact kernel (`vec_dot_i2s_i8_avx512`)
-//! `_mm512_maddubs_epi16(codes, q)` gives i16 lane `j` of each half = `c[2j]·q[2j] +
-//! c[2j+1]·q[2j+1]` (never saturating: |pair| ≤ 2·3·128), the scalar's `pair` for that half's
-//! group. Lanes are added with wrapping `_mm512_add_epi16` over the pairs of a chunk of 32
-//! groups (16 pairs: chunks never split a pair); at the chunk's end the two halves are
-//! added with a wrapping i16 add, which is the scalar's `lane[j]` (its wrapped sum over
-//! the chunk's groups and sub-blocks: addition mod 2¹⁶ in any order), then widened with
-//! `madd(·, 1)` and added into i32 lanes (the scalar's `total`, mod 2³²).
+//! ## VNNI kernels (`vec_dot_i2s_i8_16xN_avx512vnni`)
+//! `vpdpbusd(acc, codes, broadcast of the four activations)` adds row `r`'s four products
+//! into lane `r`: sixteen rows per register, no horizontal sums. It sums in i32, so it
+//! reproduces the scalar only where no i16 lane can wrap: [`Isa::i2s_cannot_wrap`] proves
+//! that from the activations alone (per lane and chunk of 32 groups Σ|q| ≤ 10922, so
+//! 3·Σ ≤ 32767 whatever the codes; the AVX2 backend's proof, `backend-avx2`
+//! `x86_64/i2s.rs`). The one-token kernel masks the codes in place (`chunk & (3 << (6 −
+//! 2s))`, no shift): accumulator `s` holds `4^(3−s)` times its exact sum (far from 2³¹ for
+//! `k` ≤ [`VNNI_MAX_K`]) and an arithmetic shift undoes the factor exactly. The
+//! multi-token kernel shifts the codes once per chunk and sub-block and shares them.
 //!
-//! ## VNNI kernels (`vec_dot_i2s_i8_avx512vnni`)
-//! `vpdpbusd` adds four u8 × i8 products into an i32 lane, so it reproduces the scalar only
-//! where no i16 lane can wrap: [`Isa::i2s_cannot_wrap`] proves that from the activations
-//! alone (per lane and chunk Σ|q| ≤ 10922, so 3·Σ ≤ 32767 whatever the codes; the AVX2
-//! backend's proof, `backend-avx2` `x86_64/i2s.rs`). The one-token kernel masks each
-//! sub-block's codes in place (`raw & (3 << (6 − 2s))`, no shift), so accumulator `s` holds
-//! `4^(3−s)` times its exact sum (never near 2³¹ for `k` ≤ [`VNNI_MAX_K`]); an arithmetic
-//! shift undoes the factor exactly. The multi-token kernel unpacks codes once per row and
-//! sub-block and shares them between its tokens.
+//! ## The exact kernel (`vec_dot_i2s_i8_16x1_avx512`)
+//! `_mm512_maddubs_epi16(codes, activations)` gives i16 lane `2r + h` = row `r`'s pair of
+//! elements `128g + 32s + 4d + 2h + {0, 1}`, which is the scalar's lane `j = 2d + h`
+//! (element `e` belongs to lane `(e mod 32) / 2`). Chunk word `d` therefore always feeds
+//! the same two scalar lanes: eight i16 accumulators (one per `d`) collect, with wrapping
+//! adds, exactly the scalar's `lane[2d]` and `lane[2d+1]` of each row over a chunk of 32
+//! groups; at the chunk's end `madd(·, 1)` widens and adds each pair into i32 lane `r`, and
+//! the chunk totals add in i32 (the scalar's `total`, mod 2³²).
 
 use std::arch::x86_64::*;
 
@@ -39,105 +40,107 @@ use super::Isa;
 
 /// Elements per I2_S group.
 pub(crate) const GROUP: usize = 128;
+/// Rows per block of the `i2s_r16` layout.
+pub(crate) const ROWS: usize = 16;
+/// Bytes of one group of one 16-row block (8 chunks of 64).
+pub(crate) const GROUP_BYTES: usize = 512;
 /// Groups accumulated in i16 lanes before widening (bitnet.cpp's chunk of 32 groups).
 const GROUPS_PER_CHUNK: usize = 32;
-/// Bytes of a permuted activation row per pair of groups.
-pub(crate) const PAIR: usize = 256;
 /// The largest per-lane Σ|q| of a chunk for which no i16 lane can wrap (3 · 10922 ≤ 32767).
 const NO_WRAP_ABS_SUM: i16 = 10922;
 /// Largest `k` the VNNI kernels take: the masked-in-place accumulators of the one-token
-/// kernel hold up to `4 · 192 · 128 = 98304` per pair and lane, `(k/256 + 1) · 98304 < 2³¹`.
+/// kernel add up to `4 · 192 · 128 = 98304` per group and lane, `(k/128) · 98304 < 2³¹`.
 pub(crate) const VNNI_MAX_K: usize = 1 << 20;
-/// Low 32 bytes of a 64-byte load (the half pair at the end of an odd row).
-const LOW_HALF: __mmask64 = 0xFFFF_FFFF;
+/// One-token kernel: bytes ahead of the current chunk prefetched into L1 (the next
+/// blocks of the same stream).
+const PREFETCH_NEAR: usize = 1024;
 
-/// Bytes of the permuted form of a row of `k` activations (whole pairs).
-pub(crate) fn permuted_len(k: usize) -> usize {
-    k.div_ceil(PAIR) * PAIR
+/// Bytes of the `i2s_r16` form of an I2_S matrix `[m, k]`: the rows padded to a multiple
+/// of 16, then the 32-byte trailer. `None` if `k` is not a multiple of 128 or the size
+/// overflows.
+pub(crate) fn r16_len(m: usize, k: usize) -> Option<usize> {
+    if !k.is_multiple_of(GROUP) {
+        return None;
+    }
+    m.div_ceil(ROWS).checked_mul(ROWS)?.checked_mul(k / 4)?.checked_add(32)
 }
 
-/// Rearranges the `k` activations of a q8 row (`x[..k]`) into the pair order of the module
-/// notes: `out[256p + 64s + h·32 + j] = x[128(2p + h) + 32s + j]`, zero past `k`.
+/// Writes the `i2s_r16` form ([`r16_len`] bytes) of the I2_S matrix `[m, k]` in `src` (its
+/// file layout, codes then the 32-byte trailer) to `dst` (module notes). Safe code, blocks
+/// in parallel.
 ///
 /// # Panics
-/// If `k` is not a multiple of 128, `x` is shorter than `k` or `out` is not
-/// [`permuted_len`]`(k)` long.
-pub(crate) fn permute_acts(x: &[u8], k: usize, out: &mut [u8]) {
-    assert!(k.is_multiple_of(GROUP) && x.len() >= k, "permute_acts: k = {k}, {} bytes", x.len());
-    assert_eq!(out.len(), permuted_len(k), "permute_acts: output length");
-    for (p, dst) in out.chunks_exact_mut(PAIR).enumerate() {
-        for s in 0..4 {
-            for h in 0..2 {
-                let g = 2 * p + h;
-                let d = &mut dst[64 * s + 32 * h..64 * s + 32 * h + 32];
-                if g * GROUP < k {
-                    d.copy_from_slice(&x[GROUP * g + 32 * s..GROUP * g + 32 * s + 32]);
-                } else {
-                    d.fill(0);
+/// If the lengths do not fit `m` and `k`.
+pub(crate) fn prepare_r16(src: &[u8], m: usize, k: usize, dst: &mut [u8]) {
+    use rayon::prelude::*;
+    let row_bytes = k / 4;
+    assert!(src.len() >= m * row_bytes + 32 && Some(dst.len()) == r16_len(m, k), "prepare_r16: sizes");
+    let groups = k / GROUP;
+    let (blocks, trailer) = dst.split_at_mut(dst.len() - 32);
+    trailer.copy_from_slice(&src[m * row_bytes..m * row_bytes + 32]);
+    if groups == 0 {
+        return;
+    }
+    blocks.par_chunks_mut(groups * GROUP_BYTES).enumerate().for_each(|(rb, block)| {
+        for (g, grp) in block.chunks_exact_mut(GROUP_BYTES).enumerate() {
+            for (d, chunk) in grp.chunks_exact_mut(64).enumerate() {
+                for (r, word) in chunk.chunks_exact_mut(4).enumerate() {
+                    let row = rb * ROWS + r;
+                    if row < m {
+                        let at = row * row_bytes + 32 * g + 4 * d;
+                        word.copy_from_slice(&src[at..at + 4]);
+                    } else {
+                        word.fill(0);
+                    }
                 }
             }
         }
-    }
+    });
 }
 
 impl Isa {
-    /// `out[r][n] = vec_dot_i2s_i8(row r, token n)` for an `R × N` tile, exact (i16 lane
-    /// wrap included).
+    /// `out[n][r] = vec_dot_i2s_i8(row r, token n)` for one 16-row block of the `i2s_r16`
+    /// layout (`block`, `k/4 · 16` bytes) and `N` tokens, with `vpdpbusd`: exact only when
+    /// [`Isa::i2s_cannot_wrap`] holds for every token (the caller's duty).
     ///
-    /// Row `r`'s `k/4` code bytes start at `codes[r·row_bytes]`; token `n`'s permuted
-    /// activations ([`permute_acts`]) at `xp[n·xp_stride]`.
-    ///
-    /// # Panics
-    /// If `k` is not a multiple of 128 or a row or token reaches past its slice.
-    pub(crate) fn i2s_dots<const R: usize, const N: usize>(
-        self,
-        codes: &[u8],
-        row_bytes: usize,
-        xp: &[u8],
-        xp_stride: usize,
-        k: usize,
-    ) -> [[i32; N]; R] {
-        check_tile::<R, N>(codes, row_bytes, xp, xp_stride, k);
-        // SAFETY: `self` proves AVX2/FMA/F16C/AVX-512 F/BW/VL/VNNI; `check_tile` keeps the R
-        // code rows (`k/4` bytes, `row_bytes` apart) inside `codes` and the N permuted rows
-        // (`permuted_len(k)` bytes, `xp_stride` apart) inside `xp`.
-        unsafe { exact_entry::<R, N>(codes.as_ptr(), row_bytes, xp.as_ptr(), xp_stride, k / GROUP) }
-    }
-
-    /// The same tile with `vpdpbusd`: exact only when [`Isa::i2s_cannot_wrap`] holds for
-    /// every token of the tile (the caller's duty; the result is otherwise the unwrapped
-    /// sum).
+    /// Token `n`'s `k` activations start at `xq[n·x_stride]`.
     ///
     /// # Panics
-    /// As [`Isa::i2s_dots`], and if `k` exceeds [`VNNI_MAX_K`].
-    pub(crate) fn i2s_dots_vnni<const R: usize, const N: usize>(
-        self,
-        codes: &[u8],
-        row_bytes: usize,
-        xp: &[u8],
-        xp_stride: usize,
-        k: usize,
-    ) -> [[i32; N]; R] {
-        check_tile::<R, N>(codes, row_bytes, xp, xp_stride, k);
-        assert!(k <= VNNI_MAX_K, "i2s_dots_vnni: k = {k} exceeds {VNNI_MAX_K}");
-        // SAFETY: as in `i2s_dots`.
+    /// If `k` is not a multiple of 128 or above [`VNNI_MAX_K`], or the block or a token
+    /// reaches past its slice.
+    pub(crate) fn r16_dots_vnni<const N: usize>(self, block: &[u8], xq: &[u8], x_stride: usize, k: usize) -> [[i32; ROWS]; N] {
+        const { assert!(N > 0) };
+        assert!(k.is_multiple_of(GROUP) && k <= VNNI_MAX_K, "r16_dots_vnni: k = {k}");
+        assert!(block.len() >= k / 4 * ROWS, "r16_dots_vnni: block of {} bytes for k = {k}", block.len());
+        assert!((N - 1) * x_stride + k <= xq.len(), "r16_dots_vnni: {N} tokens of {k} activations exceed the slice");
+        // SAFETY: `self` proves the AVX-512 features; the asserts keep the block's
+        // `k/128 · 512` bytes inside `block` and the N rows of `k` activations inside `xq`.
         unsafe {
             if N == 1 {
-                let one = vnni_gemv_entry::<R>(codes.as_ptr(), row_bytes, xp.as_ptr(), k / GROUP);
-                let mut out = [[0i32; N]; R];
-                for (o, v) in out.iter_mut().zip(one) {
-                    o[0] = v;
-                }
+                let mut out = [[0i32; ROWS]; N];
+                out[0] = gemv_entry(block.as_ptr(), xq.as_ptr(), k / GROUP);
                 out
             } else {
-                vnni_gemm_entry::<R, N>(codes.as_ptr(), row_bytes, xp.as_ptr(), xp_stride, k / GROUP)
+                gemm_entry::<N>(block.as_ptr(), xq.as_ptr(), x_stride, k / GROUP)
             }
         }
     }
 
-    /// Whether `vec_dot_i2s_i8` of this q8 row (its first `k` bytes, natural order) with
-    /// any I2_S codes can never wrap an i16 lane (module notes), so that the VNNI and AMX
-    /// kernels give its exact result. False for `k` above [`VNNI_MAX_K`].
+    /// The same for one token, exact (i16 lane wrap included), for tokens the VNNI kernels
+    /// may not take.
+    ///
+    /// # Panics
+    /// If `k` is not a multiple of 128 or the block or the token reaches past its slice.
+    pub(crate) fn r16_dots_exact(self, block: &[u8], xq: &[u8], k: usize) -> [i32; ROWS] {
+        assert!(k.is_multiple_of(GROUP), "r16_dots_exact: k = {k}");
+        assert!(block.len() >= k / 4 * ROWS && xq.len() >= k, "r16_dots_exact: slices too short for k = {k}");
+        // SAFETY: as in `r16_dots_vnni`, one token.
+        unsafe { exact_entry(block.as_ptr(), xq.as_ptr(), k / GROUP) }
+    }
+
+    /// Whether `vec_dot_i2s_i8` of this q8 row (its first `k` bytes) with any I2_S codes can
+    /// never wrap an i16 lane (module notes), so that the VNNI and AMX kernels give its exact
+    /// result. False for `k` above [`VNNI_MAX_K`].
     ///
     /// # Panics
     /// If `k` is not a multiple of 128 or `xq` is shorter than `k`.
@@ -151,228 +154,125 @@ impl Isa {
     }
 }
 
-/// The bounds every tile kernel needs.
-fn check_tile<const R: usize, const N: usize>(codes: &[u8], row_bytes: usize, xp: &[u8], xp_stride: usize, k: usize) {
-    const { assert!(R > 0 && N > 0) };
-    assert!(k.is_multiple_of(GROUP), "i2s tile: k = {k} is not a multiple of {GROUP}");
-    assert!((R - 1) * row_bytes + k / 4 <= codes.len(), "i2s tile: {R} rows of {k} codes exceed the weight slice");
-    assert!((N - 1) * xp_stride + permuted_len(k) <= xp.len(), "i2s tile: {N} tokens of {k} activations exceed the slice");
-}
-
-/// The 64 code bytes of pair `p` of a row (`n_groups` groups), the high half zero when the
-/// row ends in the pair's first group.
+/// The four activations of element `e .. e+4`, broadcast to every i32 lane.
 ///
 /// # Safety
-/// The CPU must support AVX-512 BW; `row` must be readable for `32·n_groups` bytes and
-/// `2p < n_groups`.
+/// The CPU must support AVX-512 F; `x + e` must be readable for 4 bytes.
 #[inline(always)]
-pub(crate) unsafe fn load_pair(row: *const u8, p: usize, n_groups: usize) -> __m512i {
-    // SAFETY: the caller guarantees AVX-512 BW and the readable range. A whole pair reads
-    // bytes `64p .. 64p+64 ≤ 32·n_groups`; a half pair reads (masked) the 32 bytes
-    // `64p .. 64p+32 ≤ 32·n_groups` and suppresses the rest (masked-out bytes never fault).
-    unsafe {
-        if 2 * p + 2 <= n_groups {
-            _mm512_loadu_si512(row.add(64 * p).cast())
-        } else {
-            _mm512_maskz_loadu_epi8(LOW_HALF, row.add(64 * p).cast())
-        }
-    }
-}
-
-/// Entry point of [`Isa::i2s_dots`].
-///
-/// # Safety
-/// The CPU must support the features of [`Isa`]; `codes + r·row_bytes` must be readable for
-/// `32·n_groups` bytes for every `r < R`, and `xp + n·xp_stride` for
-/// `permuted_len(128·n_groups)` bytes for every `n < N`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn exact_entry<const R: usize, const N: usize>(
-    codes: *const u8,
-    row_bytes: usize,
-    xp: *const u8,
-    xp_stride: usize,
-    n_groups: usize,
-) -> [[i32; N]; R] {
-    // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { tile_body::<R, N, false>(codes, row_bytes, xp, xp_stride, n_groups) }
-}
-
-/// Entry point of the multi-token VNNI tile.
-///
-/// # Safety
-/// As [`exact_entry`].
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn vnni_gemm_entry<const R: usize, const N: usize>(
-    codes: *const u8,
-    row_bytes: usize,
-    xp: *const u8,
-    xp_stride: usize,
-    n_groups: usize,
-) -> [[i32; N]; R] {
-    // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { tile_body::<R, N, true>(codes, row_bytes, xp, xp_stride, n_groups) }
-}
-
-/// The exact tile (`V` false: `maddubs` into wrapping i16 lanes folded per chunk) and the
-/// multi-token VNNI tile (`V` true: `vpdpbusd` into i32 lanes). Codes are unpacked once per
-/// row, pair and sub-block and shared by the tile's tokens.
-///
-/// # Safety
-/// As [`exact_entry`].
-#[inline(always)]
-unsafe fn tile_body<const R: usize, const N: usize, const V: bool>(
-    codes: *const u8,
-    row_bytes: usize,
-    xp: *const u8,
-    xp_stride: usize,
-    n_groups: usize,
-) -> [[i32; N]; R] {
-    // SAFETY: the caller guarantees the features and the readable ranges: pair `p` (with
-    // `2p < n_groups`) reads code bytes through `load_pair` and permuted activation bytes
-    // `256p .. 256p+256` of each token, inside `permuted_len(128·n_groups)`.
-    unsafe {
-        let mask = _mm512_set1_epi8(3);
-        let ones = _mm256_set1_epi16(1);
-        let mut wide = [[_mm512_setzero_si512(); N]; R];
-        let n_pairs = n_groups.div_ceil(2);
-        let pairs_per_chunk = GROUPS_PER_CHUNK / 2;
-        let mut p0 = 0;
-        while p0 < n_pairs {
-            let p1 = (p0 + pairs_per_chunk).min(n_pairs);
-            let mut acc = [[_mm512_setzero_si512(); N]; R];
-            for p in p0..p1 {
-                let mut raw = [_mm512_setzero_si512(); R];
-                for (r, w) in raw.iter_mut().enumerate() {
-                    *w = load_pair(codes.add(r * row_bytes), p, n_groups);
-                }
-                let q = xp.add(PAIR * p);
-                sub_block::<R, N, 6, V>(&mut acc, &raw, mask, q, xp_stride);
-                sub_block::<R, N, 4, V>(&mut acc, &raw, mask, q.add(64), xp_stride);
-                sub_block::<R, N, 2, V>(&mut acc, &raw, mask, q.add(128), xp_stride);
-                sub_block::<R, N, 0, V>(&mut acc, &raw, mask, q.add(192), xp_stride);
-            }
-            for (w_r, a_r) in wide.iter_mut().zip(&acc) {
-                for (w, a) in w_r.iter_mut().zip(a_r) {
-                    *w = if V {
-                        _mm512_add_epi32(*w, *a)
-                    } else {
-                        // The chunk's lane j = (group 2p half) + (group 2p+1 half), mod 2¹⁶.
-                        let lane = _mm256_add_epi16(_mm512_castsi512_si256(*a), _mm512_extracti64x4_epi64::<1>(*a));
-                        _mm512_add_epi32(*w, _mm512_zextsi256_si512(_mm256_madd_epi16(lane, ones)))
-                    };
-                }
-            }
-            p0 = p1;
-        }
-        let mut out = [[0i32; N]; R];
-        for (o_r, w_r) in out.iter_mut().zip(&wide) {
-            for (o, w) in o_r.iter_mut().zip(w_r) {
-                // Integer addition mod 2³²: any order gives the scalar's `total` (the exact
-                // path's high half is zero: `zextsi256_si512`).
-                *o = hsum_epi32(*w);
-            }
-        }
-        out
-    }
-}
-
-/// Wrapping sum of the sixteen i32 lanes.
-///
-/// # Safety
-/// The CPU must support AVX-512 F.
-#[inline(always)]
-unsafe fn hsum_epi32(v: __m512i) -> i32 {
-    // SAFETY: the caller guarantees AVX-512 F; register-only operations.
-    unsafe {
-        let s = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
-        let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256::<1>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-}
-
-/// One sub-block (shift `SH = 6 − 2s`) of one pair for the whole tile: each row's codes
-/// unpacked once, then `maddubs` + wrapping i16 add (or, with `V`, one `vpdpbusd`) per token.
-///
-/// # Safety
-/// The CPU must support AVX-512 BW (and VNNI if `V`); `xq + n·x_stride` must be readable for
-/// 64 bytes for every `n < N`.
-#[inline(always)]
-unsafe fn sub_block<const R: usize, const N: usize, const SH: u32, const V: bool>(
-    acc: &mut [[__m512i; N]; R],
-    raw: &[__m512i; R],
-    mask: __m512i,
-    xq: *const u8,
-    x_stride: usize,
-) {
-    // SAFETY: the caller guarantees the features and the 64 readable bytes per token.
-    unsafe {
-        let mut q = [_mm512_setzero_si512(); N];
-        for (n, qn) in q.iter_mut().enumerate() {
-            *qn = _mm512_loadu_si512(xq.add(n * x_stride).cast());
-        }
-        for (acc_r, &w) in acc.iter_mut().zip(raw) {
-            let c = _mm512_and_si512(_mm512_srli_epi16::<SH>(w), mask);
-            for (a, &qn) in acc_r.iter_mut().zip(&q) {
-                *a = if V { _mm512_dpbusd_epi32(*a, c, qn) } else { _mm512_add_epi16(*a, _mm512_maddubs_epi16(c, qn)) };
-            }
-        }
-    }
+unsafe fn bcast4(x: *const u8, e: usize) -> __m512i {
+    // SAFETY: the caller guarantees the feature and the 4 readable bytes (unaligned read).
+    unsafe { _mm512_set1_epi32(x.add(e).cast::<i32>().read_unaligned()) }
 }
 
 /// Entry point of the one-token VNNI kernel.
 ///
 /// # Safety
-/// As [`exact_entry`] with `N` = 1.
+/// The CPU must support the features of [`Isa`]; `block` must be readable for
+/// `512·n_groups` bytes and `x` for `128·n_groups`.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn vnni_gemv_entry<const R: usize>(codes: *const u8, row_bytes: usize, xp: *const u8, n_groups: usize) -> [i32; R] {
-    // SAFETY: the preconditions are this function's own, forwarded unchanged.
-    unsafe { vnni_gemv_body::<R>(codes, row_bytes, xp, n_groups) }
-}
-
-/// Body of [`vnni_gemv_entry`]: codes masked in place, four accumulators per row (module
-/// notes), the next tiles' rows prefetched.
-///
-/// # Safety
-/// As [`vnni_gemv_entry`].
-#[inline(always)]
-unsafe fn vnni_gemv_body<const R: usize>(codes: *const u8, row_bytes: usize, xp: *const u8, n_groups: usize) -> [i32; R] {
-    // SAFETY: pair `p` (`2p < n_groups`) reads code bytes through `load_pair` and activation
-    // bytes `256p .. 256p+256`, inside the caller's ranges; prefetches are hints that never
-    // fault, so addresses past the slice (formed with `wrapping_add`) are fine.
+unsafe fn gemv_entry(block: *const u8, x: *const u8, n_groups: usize) -> [i32; ROWS] {
+    // SAFETY: group `g` reads chunk bytes `512g .. 512g+512` and activation bytes
+    // `128g .. 128g+128`, inside the caller's ranges; prefetches are hints that never
+    // fault, so addresses past the block (formed with `wrapping_add`) are fine.
     unsafe {
         let masks = [_mm512_set1_epi8(0xC0u8 as i8), _mm512_set1_epi8(0x30), _mm512_set1_epi8(0x0C), _mm512_set1_epi8(0x03)];
-        let mut acc = [[_mm512_setzero_si512(); 4]; R];
-        for p in 0..n_groups.div_ceil(2) {
-            // One memory stream per row: the same line of the next tile's rows into L1, of
-            // the tile after three more into L2 (the AVX2 GEMV's distances).
-            for r in 0..R {
-                let near = codes.wrapping_add((R + r) * row_bytes + 64 * p);
-                _mm_prefetch::<_MM_HINT_T0>(near.cast::<i8>());
-                let far = codes.wrapping_add((4 * R + r) * row_bytes + 64 * p);
-                _mm_prefetch::<_MM_HINT_T1>(far.cast::<i8>());
-            }
-            let q = xp.add(PAIR * p);
-            let x = [
-                _mm512_loadu_si512(q.cast()),
-                _mm512_loadu_si512(q.add(64).cast()),
-                _mm512_loadu_si512(q.add(128).cast()),
-                _mm512_loadu_si512(q.add(192).cast()),
-            ];
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let raw = load_pair(codes.add(r * row_bytes), p, n_groups);
-                for ((a, &m), &xs) in acc_r.iter_mut().zip(&masks).zip(&x) {
-                    *a = _mm512_dpbusd_epi32(*a, _mm512_and_si512(raw, m), xs);
+        let mut acc = [_mm512_setzero_si512(); 4];
+        for g in 0..n_groups {
+            let grp = block.add(GROUP_BYTES * g);
+            let xg = x.add(GROUP * g);
+            for d in 0..8 {
+                _mm_prefetch::<_MM_HINT_T0>(grp.wrapping_add(64 * d + PREFETCH_NEAR).cast::<i8>());
+                let chunk = _mm512_loadu_si512(grp.add(64 * d).cast());
+                for (s, (a, &m)) in acc.iter_mut().zip(&masks).enumerate() {
+                    *a = _mm512_dpbusd_epi32(*a, _mm512_and_si512(chunk, m), bcast4(xg, 32 * s + 4 * d));
                 }
             }
         }
-        let mut out = [0i32; R];
-        for (o, a) in out.iter_mut().zip(&acc) {
-            let hi = _mm512_add_epi32(_mm512_srai_epi32::<6>(a[0]), _mm512_srai_epi32::<4>(a[1]));
-            let lo = _mm512_add_epi32(_mm512_srai_epi32::<2>(a[2]), a[3]);
-            *o = hsum_epi32(_mm512_add_epi32(hi, lo));
+        let hi = _mm512_add_epi32(_mm512_srai_epi32::<6>(acc[0]), _mm512_srai_epi32::<4>(acc[1]));
+        let lo = _mm512_add_epi32(_mm512_srai_epi32::<2>(acc[2]), acc[3]);
+        let mut out = [0i32; ROWS];
+        _mm512_storeu_si512(out.as_mut_ptr().cast(), _mm512_add_epi32(hi, lo));
+        out
+    }
+}
+
+/// Entry point of the multi-token VNNI kernel: codes shifted once per chunk and sub-block,
+/// one `vpdpbusd` per token (exact in i32: a lane adds at most `4·3·128` per chunk).
+///
+/// # Safety
+/// As [`gemv_entry`], and `x + n·x_stride` readable for `128·n_groups` bytes for every
+/// `n < N`.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn gemm_entry<const N: usize>(block: *const u8, x: *const u8, x_stride: usize, n_groups: usize) -> [[i32; ROWS]; N] {
+    // SAFETY: as in `gemv_entry`, for each of the N activation rows.
+    unsafe {
+        let mask = _mm512_set1_epi8(3);
+        let mut acc = [_mm512_setzero_si512(); N];
+        for g in 0..n_groups {
+            let grp = block.add(GROUP_BYTES * g);
+            for d in 0..8 {
+                let chunk = _mm512_loadu_si512(grp.add(64 * d).cast());
+                let codes = [
+                    _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask),
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask),
+                    _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask),
+                    _mm512_and_si512(chunk, mask),
+                ];
+                for (n, a) in acc.iter_mut().enumerate() {
+                    let xg = x.add(n * x_stride + GROUP * g);
+                    for (s, &c) in codes.iter().enumerate() {
+                        *a = _mm512_dpbusd_epi32(*a, c, bcast4(xg, 32 * s + 4 * d));
+                    }
+                }
+            }
         }
+        let mut out = [[0i32; ROWS]; N];
+        for (o, a) in out.iter_mut().zip(&acc) {
+            _mm512_storeu_si512(o.as_mut_ptr().cast(), *a);
+        }
+        out
+    }
+}
+
+/// Entry point of [`Isa::r16_dots_exact`].
+///
+/// # Safety
+/// As [`gemv_entry`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn exact_entry(block: *const u8, x: *const u8, n_groups: usize) -> [i32; ROWS] {
+    // SAFETY: as in `gemv_entry`.
+    unsafe {
+        let mask = _mm512_set1_epi8(3);
+        let ones = _mm512_set1_epi16(1);
+        let mut wide = _mm512_setzero_si512();
+        let mut g0 = 0;
+        while g0 < n_groups {
+            let g1 = (g0 + GROUPS_PER_CHUNK).min(n_groups);
+            // acc[d]: i16 lanes 2r, 2r+1 = row r's scalar lanes 2d, 2d+1 over the chunk.
+            let mut acc = [_mm512_setzero_si512(); 8];
+            for g in g0..g1 {
+                let grp = block.add(GROUP_BYTES * g);
+                let xg = x.add(GROUP * g);
+                for (d, a) in acc.iter_mut().enumerate() {
+                    let chunk = _mm512_loadu_si512(grp.add(64 * d).cast());
+                    let codes = [
+                        _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask),
+                        _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask),
+                        _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask),
+                        _mm512_and_si512(chunk, mask),
+                    ];
+                    for (s, &c) in codes.iter().enumerate() {
+                        *a = _mm512_add_epi16(*a, _mm512_maddubs_epi16(c, bcast4(xg, 32 * s + 4 * d)));
+                    }
+                }
+            }
+            for a in acc {
+                wide = _mm512_add_epi32(wide, _mm512_madd_epi16(a, ones));
+            }
+            g0 = g1;
+        }
+        let mut out = [0i32; ROWS];
+        _mm512_storeu_si512(out.as_mut_ptr().cast(), wide);
         out
     }
 }
@@ -428,24 +328,28 @@ mod tests {
         x
     }
 
-    fn permuted(x: &[u8], k: usize) -> Vec<u8> {
-        let mut p = vec![0u8; permuted_len(k)];
-        permute_acts(x, k, &mut p);
-        p
-    }
-
     #[test]
-    fn permutation_is_the_pair_order() {
-        let k = 3 * 128; // one whole pair and a half pair
-        let x: Vec<u8> = (0..k).map(|i| (i % 251) as u8).collect();
-        let p = permuted(&x, k);
-        assert_eq!(p.len(), 512);
-        for (i, &v) in p.iter().enumerate() {
-            let (pair, s, h, j) = (i / 256, i % 256 / 64, i % 64 / 32, i % 32);
-            let g = 2 * pair + h;
-            let want = if g < 3 { x[128 * g + 32 * s + j] } else { 0 };
-            assert_eq!(v, want, "byte {i}");
+    fn layout_holds_each_rows_words() {
+        let (m, k) = (19usize, 256usize);
+        let src: Vec<u8> = (0..m * k / 4 + 32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut dst = vec![0xEEu8; r16_len(m, k).unwrap()];
+        prepare_r16(&src, m, k, &mut dst);
+        assert_eq!(dst.len(), 32 * k / 4 + 32);
+        for rb in 0..2 {
+            for g in 0..2 {
+                for d in 0..8 {
+                    for r in 0..16 {
+                        for i in 0..4 {
+                            let got = dst[((rb * 2 + g) * 8 + d) * 64 + 4 * r + i];
+                            let row = 16 * rb + r;
+                            let want = if row < m { src[row * k / 4 + 32 * g + 4 * d + i] } else { 0 };
+                            assert_eq!(got, want, "block {rb} group {g} word {d} row {r} byte {i}");
+                        }
+                    }
+                }
+            }
         }
+        assert_eq!(&dst[dst.len() - 32..], &src[m * k / 4..]);
     }
 
     #[test]
@@ -455,19 +359,19 @@ mod tests {
             return;
         };
         let k = 4096;
-        let codes = vec![0xFFu8; 2 * k / 4]; // code 3 everywhere: the bound's worst case
+        // Code 3 everywhere (the bound's worst case), 16 rows.
+        let mut block = vec![0u8; r16_len(16, k).unwrap()];
+        prepare_r16(&vec![0xFFu8; 16 * k / 4 + 32], 16, k, &mut block);
         // Σ|q| per lane = 10922: lanes reach 3 · 10922 = 32766, no wrap, same integer.
         let x = acts(5461);
         assert!(isa.i2s_cannot_wrap(&x, k));
-        let xp = permuted(&x, k);
-        let exact = isa.i2s_dots::<2, 1>(&codes, k / 4, &xp, xp.len(), k);
-        assert_eq!(exact, isa.i2s_dots_vnni::<2, 1>(&codes, k / 4, &xp, xp.len(), k));
-        assert_eq!(exact[0][0], 3 * 2 * 16 * 5461);
+        let exact = isa.r16_dots_exact(&block, &x, k);
+        assert_eq!(exact, isa.r16_dots_vnni::<1>(&block, &x, k, k)[0]);
+        assert_eq!(exact[0], 3 * 2 * 16 * 5461);
         // 10924: refused, and rightly: the lanes wrap, so the VNNI sum would differ.
         let x = acts(5462);
         assert!(!isa.i2s_cannot_wrap(&x, k));
-        let xp = permuted(&x, k);
-        assert_ne!(isa.i2s_dots::<2, 1>(&codes, k / 4, &xp, xp.len(), k), isa.i2s_dots_vnni::<2, 1>(&codes, k / 4, &xp, xp.len(), k));
+        assert_ne!(isa.r16_dots_exact(&block, &x, k), isa.r16_dots_vnni::<1>(&block, &x, k, k)[0]);
         // Negative activations count by magnitude, −128 included.
         let neg: Vec<u8> = acts(5461).iter().map(|&b| (b as i8).wrapping_neg() as u8).collect();
         assert!(isa.i2s_cannot_wrap(&neg, k));
