@@ -24,7 +24,7 @@
 use std::arch::asm;
 use std::arch::x86_64::*;
 
-use super::i2s::{GROUP, GROUP_BYTES, ROWS};
+use super::i2s::{unpack4, GROUP, GROUP_BYTES, ROWS};
 use super::Amx;
 
 /// Tokens and weight rows per call (2 × 2 tiles of 16).
@@ -146,17 +146,14 @@ unsafe fn unpack_entry(block: *const u8, n_groups: usize, out: *mut u8) {
     // SAFETY: group `g` reads bytes `512g .. 512g+512` of `block` and writes bytes
     // `2048g .. 2048g+2048` of `out` (its two tiles).
     unsafe {
-        let mask = _mm512_set1_epi8(3);
         for g in 0..n_groups {
             let (src, dst) = (block.add(GROUP_BYTES * g), out.add(2 * B_TILE_BYTES * g));
             for d in 0..8 {
-                let chunk = _mm512_loadu_si512(src.add(64 * d).cast());
+                let codes = unpack4(_mm512_loadu_si512(src.add(64 * d).cast()));
                 // Sub-block s → tile s/2, row 8·(s % 2) + d.
-                let row = |s: usize| dst.add(B_TILE_BYTES * (s / 2) + KSTEP * (8 * (s % 2) + d));
-                _mm512_storeu_si512(row(0).cast(), _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask));
-                _mm512_storeu_si512(row(1).cast(), _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask));
-                _mm512_storeu_si512(row(2).cast(), _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask));
-                _mm512_storeu_si512(row(3).cast(), _mm512_and_si512(chunk, mask));
+                for (s, c) in codes.iter().enumerate() {
+                    _mm512_storeu_si512(dst.add(B_TILE_BYTES * (s / 2) + KSTEP * (8 * (s % 2) + d)).cast(), *c);
+                }
             }
         }
     }

@@ -164,6 +164,25 @@ unsafe fn bcast4(x: *const u8, e: usize) -> __m512i {
     unsafe { _mm512_set1_epi32(x.add(e).cast::<i32>().read_unaligned()) }
 }
 
+/// The four sub-blocks of a chunk: `(chunk >> (6 − 2s)) & 3` for `s` in 0..4, one code
+/// per byte.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW.
+#[inline(always)]
+pub(crate) unsafe fn unpack4(chunk: __m512i) -> [__m512i; 4] {
+    // SAFETY: the caller guarantees the features; register-only operations.
+    unsafe {
+        let mask = _mm512_set1_epi8(3);
+        [
+            _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask),
+            _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask),
+            _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask),
+            _mm512_and_si512(chunk, mask),
+        ]
+    }
+}
+
 /// Entry point of the one-token VNNI kernel.
 ///
 /// # Safety
@@ -206,18 +225,12 @@ unsafe fn gemv_entry(block: *const u8, x: *const u8, n_groups: usize) -> [i32; R
 unsafe fn gemm_entry<const N: usize>(block: *const u8, x: *const u8, x_stride: usize, n_groups: usize) -> [[i32; ROWS]; N] {
     // SAFETY: as in `gemv_entry`, for each of the N activation rows.
     unsafe {
-        let mask = _mm512_set1_epi8(3);
         let mut acc = [_mm512_setzero_si512(); N];
         for g in 0..n_groups {
             let grp = block.add(GROUP_BYTES * g);
             for d in 0..8 {
                 let chunk = _mm512_loadu_si512(grp.add(64 * d).cast());
-                let codes = [
-                    _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask),
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask),
-                    _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask),
-                    _mm512_and_si512(chunk, mask),
-                ];
+                let codes = unpack4(chunk);
                 for (n, a) in acc.iter_mut().enumerate() {
                     let xg = x.add(n * x_stride + GROUP * g);
                     for (s, &c) in codes.iter().enumerate() {
@@ -242,7 +255,6 @@ unsafe fn gemm_entry<const N: usize>(block: *const u8, x: *const u8, x_stride: u
 unsafe fn exact_entry(block: *const u8, x: *const u8, n_groups: usize) -> [i32; ROWS] {
     // SAFETY: as in `gemv_entry`.
     unsafe {
-        let mask = _mm512_set1_epi8(3);
         let ones = _mm512_set1_epi16(1);
         let mut wide = _mm512_setzero_si512();
         let mut g0 = 0;
@@ -255,12 +267,7 @@ unsafe fn exact_entry(block: *const u8, x: *const u8, n_groups: usize) -> [i32; 
                 let xg = x.add(GROUP * g);
                 for (d, a) in acc.iter_mut().enumerate() {
                     let chunk = _mm512_loadu_si512(grp.add(64 * d).cast());
-                    let codes = [
-                        _mm512_and_si512(_mm512_srli_epi16::<6>(chunk), mask),
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(chunk), mask),
-                        _mm512_and_si512(_mm512_srli_epi16::<2>(chunk), mask),
-                        _mm512_and_si512(chunk, mask),
-                    ];
+                    let codes = unpack4(chunk);
                     for (s, &c) in codes.iter().enumerate() {
                         *a = _mm512_add_epi16(*a, _mm512_maddubs_epi16(c, bcast4(xg, 32 * s + 4 * d)));
                     }
