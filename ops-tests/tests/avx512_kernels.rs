@@ -328,6 +328,59 @@ fn rms_norm_and_quantize_bit_exact() {
 }
 
 #[test]
+fn attention_bit_exact() {
+    // GQA groups of 1, 2, 3 and 4 query heads, head dims with and without tails of 16 and
+    // 32, contexts not a multiple of 32; a prompt, single steps across the 32-position
+    // boundary, then batches, for one sequence and for two sequences sharing a step (both
+    // value forms); special values in the queries and keys. Output and KV cache bit for bit.
+    let Some(b) = backends().into_iter().next() else { return };
+    let scalar = ScalarBackend::new();
+    let mut rng = Rng::new(24);
+    let mut n = 0;
+    for (h, hkv, hd, n_ctx) in [(4usize, 2usize, 32usize, 64usize), (2, 1, 64, 100), (4, 4, 128, 96), (3, 1, 40, 70), (8, 2, 16, 64), (20, 5, 128, 80)] {
+        for slots in [1usize, 2] {
+            let stride = graph::exec::kv_stride(n_ctx);
+            let mut kv = (vec![half::f16::ZERO; slots * hkv * hd * stride], vec![half::f16::ZERO; slots * hkv * hd * stride]);
+            let op = Op::Attention { layer: 0, n_head: h, n_head_kv: hkv, head_dim: hd, scale: 1.0 / (hd as f32).sqrt() };
+            let mut next = vec![0usize; slots];
+            for (step, t) in [5usize, 1, 1, 17, 1, 8, 2, 3, 1].into_iter().enumerate() {
+                // Tokens of the step: slot 0 only, or both slots in turn.
+                let seqs: Vec<i32> = (0..t).map(|i| if slots == 2 { (i % 2) as i32 } else { 0 }).collect();
+                let mut pos = Vec::with_capacity(t);
+                for &s in &seqs {
+                    pos.push(next[s as usize] as i32);
+                    next[s as usize] += 1;
+                }
+                if next.iter().any(|&p| p > n_ctx) {
+                    break;
+                }
+                let kind = if step % 3 == 2 { 1 } else { 0 };
+                let case = OpCase {
+                    id: format!("Attention(H={h},Hkv={hkv},hd={hd},n_ctx={n_ctx},slots={slots},step={step},t={t})"),
+                    op: op.clone(),
+                    inputs: vec![
+                        Tensor::f32(&[t, h, hd], values(&mut rng, t * h * hd, kind, false)),
+                        Tensor::f32(&[t, hkv, hd], values(&mut rng, t * hkv * hd, kind, false)),
+                        Tensor::f32(&[t, hkv, hd], values(&mut rng, t * hkv * hd, 0, false)),
+                        Tensor::i32(&[t], pos),
+                        Tensor::i32(&[t], seqs),
+                    ],
+                    out: (DType::F32, vec![t, h * hd]),
+                    kv: Some((kv.0.clone(), kv.1.clone(), stride, slots)),
+                };
+                let want = run(&case, &scalar);
+                check(&case, &b);
+                let got = run(&case, &b);
+                assert!(got.kv == want.kv, "{}: KV caches differ", case.id);
+                kv = want.kv.expect("attention has a cache");
+                n += 1;
+            }
+        }
+    }
+    println!("Attention on {}: {n} steps bit-exact (outputs and caches)", label(&b));
+}
+
+#[test]
 fn plans_and_kernel_names() {
     let Some(b) = backends().into_iter().next() else { return };
     let f = |dt: DType, dims: &[usize]| TensorFact::new(dt, Shape::new(dims.iter().map(|&d| Dim::Fixed(d))));

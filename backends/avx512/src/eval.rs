@@ -20,7 +20,7 @@ use crate::x86_64::i2s::{prepare_r16, r16_len, ROWS};
 use crate::x86_64::norm::ROWS as NORM_ROWS;
 use crate::x86_64::{Amx, Isa};
 
-fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
+pub(crate) fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::runtime(format!("{op}: {msg}"))
 }
 
@@ -239,15 +239,15 @@ pub(crate) fn matmul_i2s(isa: Isa, amx: Option<Amx>, inputs: &[TensorRef<'_>], o
 }
 
 /// `dot16` (with its f64 tail) of the task's weight rows with f16-rounded token rows.
-struct Dot16Job<'a> {
-    isa: Isa,
+pub(crate) struct Dot16Job<'a> {
+    pub isa: Isa,
     /// The task's weight rows (f16), `row_stride` bytes apart.
-    w: &'a [u8],
-    row_stride: usize,
+    pub w: &'a [u8],
+    pub row_stride: usize,
     /// Token rows, `x_stride` f32 apart, `k` used.
-    x: &'a [f32],
-    x_stride: usize,
-    k: usize,
+    pub x: &'a [f32],
+    pub x_stride: usize,
+    pub k: usize,
 }
 
 impl TileJob for Dot16Job<'_> {
@@ -255,7 +255,7 @@ impl TileJob for Dot16Job<'_> {
 
     fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
         let (w, x) = (&self.w[r * self.row_stride..], &self.x[n0 * self.x_stride..]);
-        tiles!(nn; 1, 2 => |N| store(self.isa.dot16_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k), r_local, n0, acc, block))
+        tiles!(nn; 1, 2, 3, 4 => |N| store(self.isa.dot16_tile::<R, N>(w, self.row_stride, x, self.x_stride, self.k), r_local, n0, acc, block))
     }
 
     fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
@@ -264,13 +264,13 @@ impl TileJob for Dot16Job<'_> {
 }
 
 /// `dotblas` of the task's weight rows with f32 token rows.
-struct BlasJob<'a> {
-    isa: Isa,
-    w: &'a [u8],
-    row_stride: usize,
-    x: &'a [f32],
-    x_stride: usize,
-    k: usize,
+pub(crate) struct BlasJob<'a> {
+    pub isa: Isa,
+    pub w: &'a [u8],
+    pub row_stride: usize,
+    pub x: &'a [f32],
+    pub x_stride: usize,
+    pub k: usize,
 }
 
 impl TileJob for BlasJob<'_> {

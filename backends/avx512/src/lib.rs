@@ -30,6 +30,8 @@ use graph::Dim;
 use graph::{Op, TensorFact};
 
 #[cfg(target_arch = "x86_64")]
+mod attention;
+#[cfg(target_arch = "x86_64")]
 mod eval;
 #[cfg(target_arch = "x86_64")]
 mod x86_64;
@@ -107,6 +109,7 @@ pub fn amx_disabled_by_env() -> bool {
 /// | MatMulI2S, one token | `vec_dot_i2s_i8_16x1_avx512vnni` on the `i2s_r16` weight layout (16 rows interleaved, prepared at load): `vpdpbusd` with one i32 lane per row, for tokens whose i16 lanes provably cannot wrap; the exact `maddubs` kernel otherwise | bit-exact, incl. i16 lane wrap |
 /// | MatMulI2S, prompts | `gemm_i2s_i8_32x32_amx` (AMX-INT8 `tdpbsud`, 2 × 2 tiles, activations straight from the step's rows) where the CPU has it, else 512-bit VNNI tiles of 16 rows × 4 tokens; the exact kernel for tokens that could wrap | bit-exact |
 /// | MatMulF16 | `vec_dot_f16_avx512` (dot16: the scalar's four 8-lane accumulators as two 16-lane registers) for a sequence's only row, `vec_dot_f16_f32_avx512` (dotblas: two rows per register) otherwise | bit-exact |
+/// | Attention | `attn_f16kv_gqa_avx512`: f16 KV store, dot16 scores, `softmax_f32_avx512`, dot16 / dotblas values; the query heads of one KV head share each key and value row load | bit-exact |
 /// | MatMulQ8_0 (Q8_0 weights) | `quantize_row_q8_0_act_avx512` + `vec_dot_q8_0_q8_0_avx512vnni` (`vpdpbusd`, two rows per register) | bit-exact |
 ///
 /// Other ops are not planned: the executor runs them on the next backend.
@@ -246,6 +249,12 @@ impl Backend for Avx512Backend {
                 format!("vec_dot_q8_0_q8_0_{Q8_0_ROWS_1}x1_avx512vnni (T=1, K ≥ {DOT16_LONG_ROW}) | vec_dot_q8_0_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_avx512vnni"),
                 move |i, o, _| eval::matmul_q8_0(isa, i, o),
             )),
+            &Op::Attention { n_head, n_head_kv, head_dim, scale, .. } if d == [F32, F32, F32, I32, I32] => {
+                Some(Kernel::new("attn_f16kv_gqa_avx512", move |i, o, kv| {
+                    let kv = kv.ok_or_else(|| eval::fail("Attention", "no KV cache"))?;
+                    attention::attention(isa, i, o, kv, n_head, n_head_kv, head_dim, scale)
+                }))
+            }
             // Every other op, dtype or shape: the next backend.
             _ => None,
         }

@@ -79,6 +79,17 @@ impl Isa {
         unsafe { dotblas_entry::<R, N>(w.as_ptr(), row_stride, x.as_ptr(), x_stride, k) }
     }
 
+    /// `out[i] = f16(x[i])`, nearest even (as [`Isa::round_f16`], without widening).
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub(crate) fn to_f16(self, x: &[f32], out: &mut [half::f16]) {
+        assert_eq!(x.len(), out.len(), "to_f16: lengths");
+        // SAFETY: `self` proves the AVX-512 features; `x` holds `x.len()` f32 and `out` as
+        // many f16 (2 bytes each).
+        unsafe { to_f16_entry(x.as_ptr(), out.as_mut_ptr().cast(), x.len()) }
+    }
+
     /// `out[i] = f32(f16(x[i]))`, nearest even (`vcvtps2ph` with immediate 0, what
     /// `half::f16::from_f32` does), widened back (exact).
     ///
@@ -259,6 +270,27 @@ unsafe fn round_f16_entry(x: *const f32, out: *mut f32, n: usize) {
             let v = _mm512_maskz_loadu_ps(m, x.add(i));
             let r = _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
             _mm512_mask_storeu_ps(out.add(i), m, r);
+            i += len;
+        }
+    }
+}
+
+/// Entry point of [`Isa::to_f16`].
+///
+/// # Safety
+/// The CPU must support the features of [`Isa`]; `x` must be readable for `n` f32 and `out`
+/// writable for `2·n` bytes.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn to_f16_entry(x: *const f32, out: *mut u8, n: usize) {
+    // SAFETY: step `i` reads f32 `i .. i + len` and writes bytes `2i .. 2(i + len)` (`i + len
+    // ≤ n`) through masked loads and stores.
+    unsafe {
+        let mut i = 0;
+        while i < n {
+            let len = (n - i).min(16);
+            let m: __mmask16 = if len == 16 { 0xFFFF } else { ((1u32 << len) - 1) as u16 };
+            let h = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_maskz_loadu_ps(m, x.add(i)));
+            _mm256_mask_storeu_epi16(out.add(2 * i).cast(), m, h);
             i += len;
         }
     }

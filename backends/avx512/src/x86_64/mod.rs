@@ -28,6 +28,7 @@ pub(crate) mod i2s;
 pub(crate) mod norm;
 pub(crate) mod q8_0;
 pub(crate) mod quant;
+pub(crate) mod softmax;
 
 /// Proof that the running CPU supports AVX2, FMA, F16C and AVX-512 F, BW, VL and VNNI: the
 /// only way to call a kernel. Built only by [`Isa::detect`] (checked once, cached).
