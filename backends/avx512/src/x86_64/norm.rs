@@ -28,8 +28,21 @@ impl Isa {
         assert!(d > 0 && x.len().is_multiple_of(d) && (1..=ROWS).contains(&(x.len() / d)), "rms_norm_rows: {} values, rows of {d}", x.len());
         assert_eq!(out.len(), x.len(), "rms_norm_rows: output length");
         let rows = x.len() / d;
-        // SAFETY: `self` proves the AVX-512 features; `x` holds `rows·d` f32 (asserted).
-        let sums = unsafe { sum_squares_entry(x.as_ptr(), d, rows) };
+        let sums = if rows == 1 {
+            // One row (a decode step): its chain of dependent f64 adds bounds the time
+            // whatever forms the squares, and plain code keeps it free of transposes and of
+            // wide stores read back narrowly (the vector form measured 2-3x slower here:
+            // `bench -p 0 -n 16 --profile`, RmsNorm per token, 2B shape).
+            let mut acc = 0.0f64;
+            for &v in x {
+                let sq: f32 = v * v;
+                acc += f64::from(sq);
+            }
+            [acc; ROWS]
+        } else {
+            // SAFETY: `self` proves the AVX-512 features; `x` holds `rows·d` f32 (asserted).
+            unsafe { sum_squares_entry(x.as_ptr(), d, rows) }
+        };
         for (r, (xr, or)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
             let mean = (sums[r] / d as f64) as f32;
             let scale: f32 = 1.0f32 / (mean + eps).sqrt();
