@@ -9,6 +9,10 @@ use std::time::Instant;
 
 use benches::{attention, backends, f16_matmul, i2s, Call};
 
+/// A bench case: its group name, how to make its call, and whether it counts MACs (else
+/// weight bytes).
+type Case = (&'static str, Box<dyn Fn() -> Call>, bool);
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut take = |flag: &str| -> Option<usize> {
@@ -35,7 +39,7 @@ fn main() {
         std::process::exit(2);
     }
     let want = |g: &str| args.is_empty() || args.iter().any(|a| a == g);
-    let mut calls: Vec<(&str, Box<dyn Fn() -> Call>, bool)> = Vec::new();
+    let mut calls: Vec<Case> = Vec::new();
     if want("gemv") {
         calls.push(("vec_dot_i2s_i8/2560x2560", Box::new(|| i2s(2560, 2560, 1)), false));
         calls.push(("vec_dot_i2s_i8/6912x2560", Box::new(|| i2s(6912, 2560, 1)), false));

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use graph::backend::{Data, KvLayer, TensorMut, TensorRef};
-use graph::{Backend, DType, ExecConfig, Executor, GraphBuilder, Kernel, Node, NodeId, Op, Shape, StepHook, TensorFact, WeightPrep, WeightSource};
+use graph::{
+    Backend, DType, ExecConfig, Executor, GraphBuilder, Kernel, Node, NodeId, Op, Shape, StepHook, TensorFact, WeightPrep,
+    WeightSource,
+};
 use half::f16;
 
 /// Weights held in memory, by name.
@@ -50,18 +53,20 @@ impl Backend for Prep {
     }
     fn plan(&self, op: &Op, _inputs: &[&TensorFact]) -> Option<Kernel> {
         match op {
-            Op::Embedding => Some(Kernel::new("copy_rows", |i: &[TensorRef<'_>], o: &mut TensorMut<'_>, _: Option<&mut KvLayer<'_>>| {
-                let (table, toks) = (i[0].bytes()?, i[1].i32()?);
-                let d = i[0].dims[1];
-                let out = o.f32()?;
-                for (row, &t) in out.chunks_exact_mut(d).zip(toks) {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        let b = 2 * (t as usize * d + j);
-                        *v = f16::from_le_bytes([table[b], table[b + 1]]).to_f32();
+            Op::Embedding => {
+                Some(Kernel::new("copy_rows", |i: &[TensorRef<'_>], o: &mut TensorMut<'_>, _: Option<&mut KvLayer<'_>>| {
+                    let (table, toks) = (i[0].bytes()?, i[1].i32()?);
+                    let d = i[0].dims[1];
+                    let out = o.f32()?;
+                    for (row, &t) in out.chunks_exact_mut(d).zip(toks) {
+                        for (j, v) in row.iter_mut().enumerate() {
+                            let b = 2 * (t as usize * d + j);
+                            *v = f16::from_le_bytes([table[b], table[b + 1]]).to_f32();
+                        }
                     }
-                }
-                Ok(())
-            })),
+                    Ok(())
+                }))
+            }
             Op::MatMulF16 => Some(
                 Kernel::new("dot_f32_layout", |i: &[TensorRef<'_>], o: &mut TensorMut<'_>, _: Option<&mut KvLayer<'_>>| {
                     let (m, k) = (i[0].dims[0], i[0].dims[1]);

@@ -257,7 +257,9 @@ fn matmul_q8_0_bit_exact() {
                     for _ in 0..m * k / 32 {
                         w.extend_from_slice(&half::f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
                         let extreme = rng.below(4) == 0;
-                        w.extend((0..32).map(|_| if extreme { rng.pick(&[0x80u8, 0x7F, 0x81, 0]) } else { rng.next_u64() as u8 }));
+                        w.extend(
+                            (0..32).map(|_| if extreme { rng.pick(&[0x80u8, 0x7F, 0x81, 0]) } else { rng.next_u64() as u8 }),
+                        );
                     }
                     let mut x = values(&mut rng, t * k, kind, kind == 2);
                     if kind == 0 {
@@ -337,7 +339,9 @@ fn attention_bit_exact() {
     let scalar = ScalarBackend::new();
     let mut rng = Rng::new(24);
     let mut n = 0;
-    for (h, hkv, hd, n_ctx) in [(4usize, 2usize, 32usize, 64usize), (2, 1, 64, 100), (4, 4, 128, 96), (3, 1, 40, 70), (8, 2, 16, 64), (20, 5, 128, 80)] {
+    for (h, hkv, hd, n_ctx) in
+        [(4usize, 2usize, 32usize, 64usize), (2, 1, 64, 100), (4, 4, 128, 96), (3, 1, 40, 70), (8, 2, 16, 64), (20, 5, 128, 80)]
+    {
         for slots in [1usize, 2] {
             let stride = graph::exec::kv_stride(n_ctx);
             let mut kv = (vec![half::f16::ZERO; slots * hkv * hd * stride], vec![half::f16::ZERO; slots * hkv * hd * stride]);

@@ -99,7 +99,10 @@ impl<'a> I2sOperands<'a> {
             ));
         }
         if r16_len(m, k) != Some(w.len()) {
-            return Err(fail(op, format!("weight of {} bytes: this kernel reads the i2s_r16 layout ({:?} bytes)", w.len(), r16_len(m, k))));
+            return Err(fail(
+                op,
+                format!("weight of {} bytes: this kernel reads the i2s_r16 layout ({:?} bytes)", w.len(), r16_len(m, k)),
+            ));
         }
         let scale = graph::quant::i2s_scale(w, m.div_ceil(ROWS) * ROWS * k).ok_or_else(|| fail(op, "I2_S tensor too short"))?;
         let toks = xq
@@ -307,7 +310,13 @@ pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut
     if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m || seqs.len() != t {
         return Err(fail(
             op,
-            format!("weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}", w.len(), inputs[1].dims, seqs.len(), o.len()),
+            format!(
+                "weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}",
+                w.len(),
+                inputs[1].dims,
+                seqs.len(),
+                o.len()
+            ),
         ));
     }
     if m == 0 || t == 0 {
@@ -347,9 +356,19 @@ pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut
         par_tasks(dst, m, per_task, |r0, outs| {
             let w = &w[r0 * row_bytes..(r0 + outs[0].len()) * row_bytes];
             match (dot16, long) {
-                (true, true) => drive::<_, DOT16_ROWS_LONG>(&Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, DOT16_TOKENS_LONG, outs),
-                (true, false) => drive::<_, DOT16_ROWS>(&Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, 1, outs),
-                (false, _) => drive::<_, DOTBLAS_ROWS>(&BlasJob { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, DOTBLAS_TOKENS.min(n), outs),
+                (true, true) => drive::<_, DOT16_ROWS_LONG>(
+                    &Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k },
+                    DOT16_TOKENS_LONG,
+                    outs,
+                ),
+                (true, false) => {
+                    drive::<_, DOT16_ROWS>(&Dot16Job { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k }, 1, outs)
+                }
+                (false, _) => drive::<_, DOTBLAS_ROWS>(
+                    &BlasJob { isa, w, row_stride: row_bytes, x: xr, x_stride: k, k },
+                    DOTBLAS_TOKENS.min(n),
+                    outs,
+                ),
             }
         });
         if n != t {

@@ -107,8 +107,7 @@ impl Weights {
             Ok(start..start + len)
         };
         let mut copies: Vec<(NodeId, String, Range<usize>)> = Vec::new();
-        // (weight, its name and dims, layout, where, how), one per weight and layout.
-        let mut preps: Vec<(NodeId, String, Vec<usize>, &'static str, Range<usize>, WeightPrep)> = Vec::new();
+        let mut preps: Vec<PrepCopy> = Vec::new();
         for (i, n) in graph.iter() {
             let Op::Weight { name, fact } = &n.op else { continue };
             let want = weight_bytes(name, fact)?;
@@ -120,13 +119,24 @@ impl Weights {
             let dims = fact.shape.resolve(Bindings { tokens: 0, outputs: 0 });
             for &c in &consumers {
                 let Some(prep) = prep_of(c).filter(|p| graph.inputs(c)[p.input] == i) else { continue };
-                if preps.iter().any(|p| p.0 == i && p.3 == prep.layout) {
+                if preps.iter().any(|p| p.id == i && p.layout == prep.layout) {
                     continue;
                 }
                 let len = (prep.len)(&dims).ok_or_else(|| {
-                    Error::runtime(format!("weight `{name}` {fact}: no {} layout for it (node `{}`)", prep.layout, graph.node(c).name))
+                    Error::runtime(format!(
+                        "weight `{name}` {fact}: no {} layout for it (node `{}`)",
+                        prep.layout,
+                        graph.node(c).name
+                    ))
                 })?;
-                preps.push((i, name.clone(), dims.clone(), prep.layout, place(len)?, prep.clone()));
+                preps.push(PrepCopy {
+                    id: i,
+                    name: name.clone(),
+                    dims: dims.clone(),
+                    layout: prep.layout,
+                    at: place(len)?,
+                    prep: prep.clone(),
+                });
             }
             // Read as it is by some node (a slot that is not prepared)?
             let as_is = consumers.iter().any(|&c| {
@@ -147,7 +157,7 @@ impl Weights {
         }
         let mut prepared: Vec<Option<(usize, Range<usize>)>> = vec![None; graph.len()];
         let mut file = Vec::new();
-        for (i, name, dims, layout, r, prep) in preps {
+        for PrepCopy { id: i, name, dims, layout, at: r, prep } in preps {
             // A checked copy of the file bytes (a file changed under us is an error, not a fault).
             file.resize(src.weight_len(&name).unwrap_or(0), 0u8);
             src.copy_weight(&name, &mut file).map_err(|e| Error::runtime(format!("weight `{name}`: {e}")))?;
@@ -194,6 +204,16 @@ impl Weights {
             Data::Bytes(bytes)
         }
     }
+}
+
+/// One prepared copy to make: weight `id` (`name`, `dims`) in `layout`, at `at` in the arena.
+struct PrepCopy {
+    id: NodeId,
+    name: String,
+    dims: Vec<usize>,
+    layout: &'static str,
+    at: Range<usize>,
+    prep: WeightPrep,
 }
 
 fn weight_bytes(name: &str, fact: &TensorFact) -> Result<usize> {

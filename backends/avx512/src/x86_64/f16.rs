@@ -42,7 +42,7 @@ impl Isa {
         // SAFETY: `self` proves the AVX-512 features; the asserts keep `R` rows of `k` f16
         // (`row_stride` bytes apart) inside `w` and `N` rows of `k` f32 inside `x`.
         let mut out = unsafe { dot16_entry::<R, N>(w.as_ptr(), row_stride, x.as_ptr(), x_stride, k / 32) };
-        if k % 32 != 0 {
+        if !k.is_multiple_of(32) {
             for (r, o_r) in out.iter_mut().enumerate() {
                 for (n, o) in o_r.iter_mut().enumerate() {
                     // The scalar's ending: f32(f64(r) + Σ_tail f64(f32(w·x))).
@@ -149,7 +149,10 @@ unsafe fn dot16_entry<const R: usize, const N: usize>(
             for (o, a) in o_r.iter_mut().zip(acc_r) {
                 // Lanes l | 8+l: acc[0]+acc[2] | acc[1]+acc[3]; then s_l = the two added.
                 let inner = _mm512_add_ps(a[0], a[1]);
-                let s8 = _mm256_add_ps(_mm512_castps512_ps256(inner), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(inner))));
+                let s8 = _mm256_add_ps(
+                    _mm512_castps512_ps256(inner),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(inner))),
+                );
                 let mut s = [0.0f32; 8];
                 _mm256_storeu_ps(s.as_mut_ptr(), s8);
                 let t = [s[0] + s[4], s[1] + s[5], s[2] + s[6], s[3] + s[7]];
@@ -203,6 +206,7 @@ unsafe fn load_two_rows(p: *const u8, q: *const u8, len: usize) -> __m512 {
 /// # Safety
 /// As [`dotblas_entry`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `p` indexes the register pairs and the rows they hold
 unsafe fn dotblas_body<const R: usize, const N: usize>(
     w: *const u8,
     row_stride: usize,

@@ -25,7 +25,11 @@ impl Isa {
     /// If `d` is zero, `x` is not 1 to 8 whole rows, or `w`/`out` have the wrong length.
     pub(crate) fn rms_norm_rows(self, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let d = w.len();
-        assert!(d > 0 && x.len().is_multiple_of(d) && (1..=ROWS).contains(&(x.len() / d)), "rms_norm_rows: {} values, rows of {d}", x.len());
+        assert!(
+            d > 0 && x.len().is_multiple_of(d) && (1..=ROWS).contains(&(x.len() / d)),
+            "rms_norm_rows: {} values, rows of {d}",
+            x.len()
+        );
         assert_eq!(out.len(), x.len(), "rms_norm_rows: output length");
         let rows = x.len() / d;
         let sums = if rows == 1 {

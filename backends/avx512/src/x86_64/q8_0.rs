@@ -192,6 +192,7 @@ unsafe fn f16_at_ptr(p: *const u8) -> f32 {
 /// # Safety
 /// As [`dots_entry`].
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // `p` indexes the register pairs and the rows they hold
 unsafe fn dots_body<const R: usize, const N: usize>(
     w: *const u8,
     row_bytes: usize,
@@ -231,14 +232,31 @@ unsafe fn dots_body<const R: usize, const N: usize>(
                 for (n, v) in dd.iter_mut().enumerate() {
                     let lo = _mm256_mul_ps(d0, da[n]);
                     let hi = _mm256_mul_ps(d1, da[n]);
-                    *v = _mm512_castpd_ps(_mm512_insertf64x4::<1>(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi)));
+                    *v = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castpd256_pd512(_mm256_castps_pd(lo)),
+                        _mm256_castps_pd(hi),
+                    ));
                 }
                 for j in 0..8 {
                     let qw = pair_quants::<R>(w, row_bytes, p, b + j);
                     // Lane l of the low half takes D[j], of the high half D[8 + j].
                     let idx = _mm512_set_epi32(
-                        8 + j as i32, 8 + j as i32, 8 + j as i32, 8 + j as i32, 8 + j as i32, 8 + j as i32, 8 + j as i32, 8 + j as i32,
-                        j as i32, j as i32, j as i32, j as i32, j as i32, j as i32, j as i32, j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        8 + j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
+                        j as i32,
                     );
                     for n in 0..N {
                         let s = lanes(qw, act_quants(a, a_stride, n, b + j));
