@@ -6,11 +6,12 @@
 //!
 //! - `avx2`: the AVX2 backend without its AVX-VNNI kernels;
 //! - `vnni`: the AVX2 backend as detected (AVX-VNNI where the CPU has it);
+//! - `avx512`: the AVX-512 backend (512-bit VNNI), where the CPU has it;
 //! - `read`: no arithmetic, the same bytes summed as u64 in the same number of tasks: what
 //!   reading 210 separate matrices costs on this machine.
 //!
 //! Run: `cargo run --release -p benches --example decode_i2s [-- VARIANT…] [--threads N]`
-//! (default: all three, the machine's thread count). Prints the median time per step and
+//! (default: all four, the machine's thread count). Prints the median time per step and
 //! the weight bytes per second.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -19,7 +20,6 @@ use backend_avx2::Avx2Backend;
 use graph::backend::{q8tok_row_bytes, Data, DataMut, TensorMut, TensorRef};
 use graph::rng::Rng;
 use graph::{Backend, DType, Dim, Op, Shape, TensorFact};
-use rayon::prelude::*;
 
 /// The 2B-4T layer: (rows, columns) of attn_q, attn_k, attn_v, attn_output, ffn_gate,
 /// ffn_up, ffn_down.
@@ -54,10 +54,10 @@ fn main() {
         args.drain(i..i + 2);
     }
     if args.is_empty() {
-        args = vec!["avx2".into(), "vnni".into(), "read".into()];
+        args = vec!["avx2".into(), "vnni".into(), "avx512".into(), "read".into()];
     }
-    if let Some(bad) = args.iter().find(|a| !["avx2", "vnni", "read"].contains(&a.as_str())) {
-        eprintln!("decode_i2s: unknown variant `{bad}` (variants: avx2, vnni, read; option: --threads N)");
+    if let Some(bad) = args.iter().find(|a| !["avx2", "vnni", "avx512", "read"].contains(&a.as_str())) {
+        eprintln!("decode_i2s: unknown variant `{bad}` (variants: avx2, vnni, avx512, read; option: --threads N)");
         std::process::exit(2);
     }
     let Some(vnni) = Avx2Backend::new() else {
@@ -98,6 +98,30 @@ fn main() {
     };
     let kernels = |b: &dyn Backend| (plan(b, 2560), plan(b, 6912));
     let (avx2_k, vnni_k) = (kernels(&avx2), kernels(&vnni));
+    let avx512_k = backend_avx512::Avx512Backend::new().map(|b| kernels(&b));
+    if avx512_k.is_none() && args.iter().any(|a| a == "avx512") {
+        eprintln!("note: no AVX-512 F/BW/VL/VNNI here (or BITNET_DISABLE_AVX512 is set): `avx512` is left out");
+        args.retain(|a| a != "avx512");
+    }
+    // The avx512 kernels read their own weight layout: a second arena holds every matrix
+    // prepared (once, as the executor binds weights), same alignment.
+    let prep = avx512_k.as_ref().and_then(|k| k.0.weight_prep().cloned());
+    let mut offs512 = vec![];
+    let mut arena512 = None;
+    if let Some(prep) = &prep {
+        let mut total = 0usize;
+        for &(_, m, k) in &offs {
+            let len = (prep.len)(&[m, k]).expect("preparable I2_S shape");
+            offs512.push((total, len));
+            total += len.div_ceil(4096) * 4096;
+        }
+        let mut a = memmap2::MmapMut::map_anon(total).expect("anonymous mapping");
+        let _ = a.advise(memmap2::Advice::HugePage);
+        for (&(o, m, k), &(o2, len)) in offs.iter().zip(&offs512) {
+            (prep.prepare)(&arena[o..o + m * k / 4 + 32], &[m, k], &mut a[o2..o2 + len]).expect("prepare");
+        }
+        arena512 = Some(a);
+    }
     let bytes: usize = offs.iter().map(|&(_, m, k)| m * k / 4).sum();
     println!(
         "{} I2_S matrices, {:.3} GB, {} threads, {REPS} reps (median of the last {})",
@@ -114,6 +138,7 @@ fn main() {
         for (vi, variant) in args.iter().enumerate() {
             let kernels = match variant.as_str() {
                 "vnni" => &vnni_k,
+                "avx512" => avx512_k.as_ref().expect("checked above"),
                 _ => &avx2_k, // "avx2", "read" (checked above)
             };
             let read_only = variant == "read";
@@ -134,34 +159,28 @@ fn main() {
                         }
                     });
                 }
-                for &(o, m, k) in &offs {
+                for (mi, &(o, m, k)) in offs.iter().enumerate() {
                     if read_only {
                         let words: &[u64] = bytemuck::cast_slice(&arena[o..o + m * k / 4]);
-                        let tasks = 2 * rayon::current_num_threads();
-                        let s: u64 = words
-                            .par_chunks(words.len().div_ceil(tasks))
-                            .map(|c| {
-                                let mut acc = [0u64; 8];
-                                for q in c.chunks_exact(8) {
-                                    for i in 0..8 {
-                                        acc[i] = acc[i].wrapping_add(q[i]);
-                                    }
-                                }
-                                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-                            })
-                            .reduce(|| 0, u64::wrapping_add);
+                        // The bandwidth probe's read, in as many tasks as the I2_S kernels use.
+                        let s = runtime::probe::par_sum(words, 2 * rayon::current_num_threads());
                         std::hint::black_box(s);
                         continue;
                     }
                     let x = if k == 2560 { &x2560 } else { &x6912 };
                     let (wd, xd, od) = ([m, k], [1, k], [1, m]);
+                    // The weight as this variant's kernel reads it.
+                    let w: &[u8] = match (variant.as_str(), &arena512) {
+                        ("avx512", Some(a)) => &a[offs512[mi].0..offs512[mi].0 + offs512[mi].1],
+                        _ => &arena[o..o + m * k / 4 + 32],
+                    };
                     let inputs = [
-                        TensorRef { dtype: DType::I2S, dims: &wd, data: Data::Bytes(&arena[o..o + m * k / 4 + 32]) },
+                        TensorRef { dtype: DType::I2S, dims: &wd, data: Data::Bytes(w) },
                         TensorRef { dtype: DType::Q8Tok, dims: &xd, data: Data::Bytes(x) },
                     ];
                     let mut o = TensorMut { dtype: DType::F32, dims: &od, data: DataMut::F32(&mut out[..m]) };
                     let kernel = if k == 2560 { &kernels.0 } else { &kernels.1 };
-                    kernel.run(&inputs, &mut o, None).expect("I2_S matmul");
+                    kernel.run_prepared(&inputs, &mut o, None).expect("I2_S matmul");
                     if rep == 0 {
                         sums[vi] += out[..m].iter().map(|&f| f64::from(f)).sum::<f64>();
                     }

@@ -19,6 +19,9 @@ pub struct Call {
     pub weight_bytes: u64,
     /// Multiply-accumulates per call (for GOPS).
     pub macs: u64,
+    /// Weights prepared for kernels with a layout of their own, by layout name (made once,
+    /// as the executor does, so the timed calls do not include the preparation).
+    pub prepared: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// I2_S matmul `[m, k]` × `t` tokens of q8_tok activations.
@@ -50,6 +53,7 @@ pub fn i2s(m: usize, k: usize, t: usize) -> Call {
         },
         weight_bytes: (m * k / 4) as u64,
         macs: (m * k * t) as u64,
+        prepared: Vec::new(),
     }
 }
 
@@ -70,6 +74,7 @@ pub fn f16_matmul(m: usize, k: usize, t: usize, alone: bool) -> Call {
         },
         weight_bytes: (m * k * 2) as u64,
         macs: (m * k * t) as u64,
+        prepared: Vec::new(),
     }
 }
 
@@ -102,6 +107,7 @@ pub fn attention(ctx: usize, t: usize) -> Call {
         },
         weight_bytes: (2 * hkv * (ctx + t) * hd * 2) as u64,
         macs: (2 * h * hd * keys) as u64,
+        prepared: Vec::new(),
     }
 }
 
@@ -114,15 +120,26 @@ impl Call {
         backend.plan(&self.case.op, &frefs)
     }
 
-    /// Runs `kernel` once on the call's inputs into `out`.
+    /// Runs `kernel` once on the call's inputs into `out` (a weight the kernel takes in its
+    /// own layout prepared on the first call only).
     pub fn run(&mut self, kernel: &Kernel, out: &mut [f32]) {
-        let inputs: Vec<TensorRef<'_>> = self.case.inputs.iter().map(Tensor::view).collect();
+        if let Some(prep) = kernel.weight_prep() {
+            if !self.prepared.iter().any(|p| p.0 == prep.layout) {
+                let w = prep.prepare_tensor(&self.case.inputs[prep.input].view()).expect("bench weight preparation");
+                self.prepared.push((prep.layout, w));
+            }
+        }
+        let mut inputs: Vec<TensorRef<'_>> = self.case.inputs.iter().map(Tensor::view).collect();
+        if let Some(prep) = kernel.weight_prep() {
+            let w = &self.prepared.iter().find(|p| p.0 == prep.layout).expect("prepared above").1;
+            inputs[prep.input].data = graph::Data::Bytes(w);
+        }
         let mut o = TensorMut { dtype: DType::F32, dims: &self.case.out.1, data: DataMut::F32(out) };
         let r = match &mut self.case.kv {
             Some((k, v, stride, slots)) => {
-                kernel.run(&inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *stride, n_slots: *slots }))
+                kernel.run_prepared(&inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *stride, n_slots: *slots }))
             }
-            None => kernel.run(&inputs, &mut o, None),
+            None => kernel.run_prepared(&inputs, &mut o, None),
         };
         r.expect("bench call");
     }
@@ -134,7 +151,8 @@ impl Call {
 }
 
 /// The backends measured side by side, with their labels: every registered backend this CPU
-/// runs and, where the CPU has AVX-VNNI, AVX2 without its VNNI I2_S kernels.
+/// runs and, where the CPU has AVX-VNNI, AVX2 without its VNNI I2_S kernels, and where it
+/// has AMX-INT8, AVX-512 without its AMX GEMM.
 pub fn backends() -> Vec<(String, Arc<dyn Backend>)> {
     let mut v: Vec<(String, Arc<dyn Backend>)> = Vec::new();
     for e in runtime::backends::REGISTRY {
@@ -145,6 +163,9 @@ pub fn backends() -> Vec<(String, Arc<dyn Backend>)> {
     }
     if let Some(b) = backend_avx2::Avx2Backend::new().filter(|b| b.uses_vnni()) {
         v.push(("avx2-no-vnni".into(), Arc::new(b.without_vnni())));
+    }
+    if let Some(b) = backend_avx512::Avx512Backend::new().filter(|b| b.uses_amx()) {
+        v.push(("avx512-no-amx".into(), Arc::new(b.without_amx())));
     }
     v
 }

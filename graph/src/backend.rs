@@ -128,16 +128,67 @@ pub fn q8tok_row_bytes(k: usize) -> usize {
 /// and for [`Op::Attention`] the layer's KV cache.
 pub type KernelFn = dyn Fn(&[TensorRef<'_>], &mut TensorMut<'_>, Option<&mut KvLayer<'_>>) -> Result<()> + Send + Sync;
 
+/// Turns a weight's file-layout bytes (`src`, of a tensor of `dims`) into a kernel's own
+/// layout in `dst`, which has exactly the length [`WeightPrep::len`] gave.
+pub type PrepareFn = dyn Fn(&[u8], &[usize], &mut [u8]) -> Result<()> + Send + Sync;
+
+/// A kernel's own layout for one of its weight inputs, made once from the file layout.
+///
+/// ## Design
+/// Weights arrive in their file layout, which the scalar reference defines and every kernel
+/// can read. A kernel that streams a weight faster in another arrangement (rows interleaved
+/// for its vector loads, say) plans with [`Kernel::with_prepared_weight`]: the executor then
+/// calls [`WeightPrep::prepare`] once per weight when it binds a program's weights, keeps
+/// only the prepared copy where no other reader needs the file layout, and passes that copy
+/// to [`Kernel::run_prepared`]. Everything outside the kernel keeps seeing the file layout:
+/// step hooks (the cross-check, tensor dumps), [`crate::Executor::view`], and callers of
+/// [`Kernel::run`], which prepares the weight on the fly (tests and benches stay correct
+/// without knowing about layouts). The layout is private to the backend; two kernels that
+/// name the same layout share one prepared copy.
+#[derive(Clone)]
+pub struct WeightPrep {
+    /// The input, in the op's argument order, that is prepared (a weight).
+    pub input: usize,
+    /// The layout's name (`i2s_r16`), shown in kernel names by convention; kernels naming
+    /// the same layout share one prepared copy of a weight.
+    pub layout: &'static str,
+    /// Bytes of the prepared form of a weight of these dims (`None`: not preparable, an
+    /// error when the program is built).
+    pub len: fn(&[usize]) -> Option<usize>,
+    /// Fills the prepared form from the file layout.
+    pub prepare: std::sync::Arc<PrepareFn>,
+}
+
+impl WeightPrep {
+    /// The prepared form of `w` (its bytes in the file layout).
+    pub fn prepare_tensor(&self, w: &TensorRef<'_>) -> Result<Vec<u8>> {
+        let src = w.bytes()?;
+        let len = (self.len)(w.dims)
+            .ok_or_else(|| crate::Error::runtime(format!("weight {:?} cannot take the {} layout", w.dims, self.layout)))?;
+        let mut dst = vec![0u8; len];
+        (self.prepare)(src, w.dims, &mut dst)?;
+        Ok(dst)
+    }
+}
+
+impl Debug for WeightPrep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightPrep").field("input", &self.input).field("layout", &self.layout).finish_non_exhaustive()
+    }
+}
+
 /// What a backend plans for one node: the kernel's name and the function that runs it.
 ///
 /// The name is the one `dump` and `check` show, and it is carried with the function that
 /// runs, so what is shown is what runs, by construction. A kernel captures everything it
 /// needs from the op and the backend when it is planned (parameters, the CPU features in
 /// use); a variant chosen per call (one token or many) is part of the kernel and its name
-/// says so (`vec_dot_f16_2x1_avx2 (T=1) | vec_dot_f16_f32_3x4_avx2`).
+/// says so (`vec_dot_f16_2x1_avx2 (T=1) | vec_dot_f16_f32_3x4_avx2`). A kernel may take one
+/// weight in a layout of its own ([`WeightPrep`]).
 pub struct Kernel {
     name: String,
     run: Box<KernelFn>,
+    prep: Option<WeightPrep>,
 }
 
 impl Kernel {
@@ -146,7 +197,18 @@ impl Kernel {
         name: impl Into<String>,
         run: impl Fn(&[TensorRef<'_>], &mut TensorMut<'_>, Option<&mut KvLayer<'_>>) -> Result<()> + Send + Sync + 'static,
     ) -> Kernel {
-        Kernel { name: name.into(), run: Box::new(run) }
+        Kernel { name: name.into(), run: Box::new(run), prep: None }
+    }
+
+    /// The same kernel, taking input `prep.input` in the layout `prep` makes: its run
+    /// function then receives the prepared bytes in place of the file layout.
+    pub fn with_prepared_weight(self, prep: WeightPrep) -> Kernel {
+        Kernel { prep: Some(prep), ..self }
+    }
+
+    /// The kernel's own weight layout, if it has one.
+    pub fn weight_prep(&self) -> Option<&WeightPrep> {
+        self.prep.as_ref()
     }
 
     /// The kernel's name.
@@ -154,15 +216,28 @@ impl Kernel {
         &self.name
     }
 
-    /// Runs the kernel on one node's inputs into its output.
+    /// Runs the kernel on one node's inputs (weights in their file layout) into its output.
+    /// A kernel with a [`WeightPrep`] prepares that weight first, on every call; the
+    /// executor prepares once and calls [`Kernel::run_prepared`].
     pub fn run(&self, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
+        let Some(prep) = &self.prep else { return (self.run)(inputs, out, kv) };
+        let w = inputs.get(prep.input).ok_or_else(|| crate::Error::runtime(format!("no input {} to prepare", prep.input)))?;
+        let prepared = prep.prepare_tensor(w)?;
+        let mut with = inputs.to_vec();
+        with[prep.input].data = Data::Bytes(&prepared);
+        (self.run)(&with, out, kv)
+    }
+
+    /// Runs the kernel with its [`WeightPrep`]'s input already prepared (the inputs of a
+    /// kernel without one are passed as they are, like [`Kernel::run`]).
+    pub fn run_prepared(&self, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>, kv: Option<&mut KvLayer<'_>>) -> Result<()> {
         (self.run)(inputs, out, kv)
     }
 }
 
 impl Debug for Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Kernel").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("Kernel").field("name", &self.name).field("prep", &self.prep).finish_non_exhaustive()
     }
 }
 
@@ -183,7 +258,8 @@ impl Debug for Kernel {
 /// rows, never split a reduction).
 ///
 /// Inputs arrive in the op's argument order (see [`Op`]); weights arrive as
-/// [`Data::Bytes`] in their file layout (F32 weights as [`Data::F32`]). The output buffer
+/// [`Data::Bytes`] in their file layout (F32 weights as [`Data::F32`]), or in the kernel's
+/// own layout where it planned one ([`WeightPrep`]). The output buffer
 /// has exactly the node's resolved shape; q8_tok rows follow [`q8tok_row_bytes`].
 /// [`Op::Attention`] also receives the layer's [`KvLayer`], which it must update at the
 /// step's (sequence, position) pairs before reading it.

@@ -368,6 +368,9 @@ pub struct IsolatedCheck<'c> {
     /// The candidate's kernel per node (planned once).
     kernels: Vec<Option<Kernel>>,
     kv_copy: Option<(Vec<half::f16>, Vec<half::f16>, usize, usize)>,
+    /// Per node: the candidate kernel's prepared weight ([`crate::WeightPrep`]), made from
+    /// the file layout the hook sees the first time the node runs.
+    prepared: Vec<Option<Vec<u8>>>,
     /// Whether the other backend is the reference and the plan's kernels the candidate
     /// (`exec --crosscheck`), rather than the other way round (`check`).
     other_is_reference: bool,
@@ -386,7 +389,8 @@ impl<'c> IsolatedCheck<'c> {
                 candidate.plan(&n.op, &facts)
             })
             .collect();
-        IsolatedCheck { checker, kernels, kv_copy: None, other_is_reference: false }
+        let prepared = vec![None; graph.len()];
+        IsolatedCheck { checker, kernels, kv_copy: None, prepared, other_is_reference: false }
     }
 
     /// Records the plan's outputs as the candidate's and the other backend's as the
@@ -413,6 +417,22 @@ impl StepHook for IsolatedCheck<'_> {
             crate::DType::I32 => Saved::I32(vec![0; len / 4]),
             _ => Saved::Bytes(vec![0; len]),
         };
+        // A kernel with its own weight layout gets it prepared once per node (the inputs
+        // here are in the file layout).
+        let mut with: Option<Vec<TensorRef<'_>>> = None;
+        if let Some(prep) = kernel.weight_prep() {
+            if self.prepared[id].is_none() {
+                match inputs.get(prep.input).map(|w| prep.prepare_tensor(w)) {
+                    Some(Ok(p)) => self.prepared[id] = Some(p),
+                    Some(Err(e)) => return self.fail(id, format!("preparing the candidate's weight: {e}")),
+                    None => return self.fail(id, "the candidate's prepared input is missing".into()),
+                }
+            }
+            let mut v = inputs.to_vec();
+            v[prep.input].data = Data::Bytes(self.prepared[id].as_deref().unwrap_or(&[]));
+            with = Some(v);
+        }
+        let inputs = with.as_deref().unwrap_or(inputs);
         let res = {
             let data = match &mut buf {
                 Saved::F32(v) => DataMut::F32(v),
@@ -422,22 +442,26 @@ impl StepHook for IsolatedCheck<'_> {
             let mut o = TensorMut { dtype: out.dtype, dims: out.dims, data };
             match self.kv_copy.as_mut() {
                 Some((k, v, n_ctx, n_slots)) => {
-                    kernel.run(inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *n_ctx, n_slots: *n_slots }))
+                    kernel.run_prepared(inputs, &mut o, Some(&mut KvLayer { k, v, n_ctx: *n_ctx, n_slots: *n_slots }))
                 }
-                None => kernel.run(inputs, &mut o, None),
+                None => kernel.run_prepared(inputs, &mut o, None),
             }
         };
         match res {
             Ok(()) if self.other_is_reference => self.checker.record(id, node, out, buf.view(out.dtype, out.dims)),
             Ok(()) => self.checker.record(id, node, buf.view(out.dtype, out.dims), out),
-            Err(e) => {
-                let acc = &mut self.checker.acc[id];
-                acc.checked = true;
-                if acc.failure.is_none() {
-                    acc.failure =
-                        Some(format!("pass {}: the candidate's kernel failed: {e}", self.checker.passes.saturating_sub(1)));
-                }
-            }
+            Err(e) => self.fail(id, format!("the candidate's kernel failed: {e}")),
+        }
+    }
+}
+
+impl IsolatedCheck<'_> {
+    /// Records that the candidate could not run node `id`.
+    fn fail(&mut self, id: NodeId, why: String) {
+        let acc = &mut self.checker.acc[id];
+        acc.checked = true;
+        if acc.failure.is_none() {
+            acc.failure = Some(format!("pass {}: {why}", self.checker.passes.saturating_sub(1)));
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod op;
 pub mod quant;
 pub mod rng;
 pub mod shape;
+pub mod tiling;
 
 pub use dtype::DType;
 pub use error::{Error, ErrorKind, Result};
@@ -22,5 +23,5 @@ pub mod backend;
 pub mod check;
 pub mod exec;
 
-pub use backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef};
+pub use backend::{Backend, Data, DataMut, Kernel, KvLayer, TensorMut, TensorRef, WeightPrep};
 pub use exec::{ExecConfig, Executor, Program, Step, StepHook, WeightSource};

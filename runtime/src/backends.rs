@@ -25,6 +25,11 @@ fn arc<B: Backend + 'static>(b: Option<B>) -> Option<Arc<dyn Backend>> {
 /// Every backend, most specialised first; the scalar reference, which plans every op, last.
 pub const REGISTRY: &[BackendEntry] = &[
     BackendEntry {
+        name: "avx512",
+        requires: "x86-64 with AVX-512 F, BW, VL and VNNI, AVX2, FMA and F16C (BITNET_DISABLE_AVX512 unset)",
+        make: || arc(backend_avx512::Avx512Backend::new()),
+    },
+    BackendEntry {
         name: "avx2",
         requires: "x86-64 with AVX2, FMA and F16C (BITNET_DISABLE_AVX2 unset)",
         make: || arc(backend_avx2::Avx2Backend::new()),

@@ -32,6 +32,7 @@ mod error;
 pub mod hub;
 pub mod model;
 pub mod options;
+pub mod probe;
 pub mod sampler;
 
 /// The README's Rust examples, compiled as doctests.

@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use rayon::prelude::*;
 use serde::Serialize;
 
 use runtime::{Batch, Event, Request, SamplingParams};
@@ -26,7 +25,13 @@ struct BenchReport {
     pp_stddev: f64,
     tg_tok_s: f64,
     tg_stddev: f64,
+    /// The probe's best pass (the roofline's bandwidth).
     bandwidth_gb_s: f64,
+    /// The probe's median pass and `(best − worst) / median` over its passes.
+    bandwidth_median_gb_s: f64,
+    bandwidth_spread: f64,
+    bandwidth_passes: usize,
+    bandwidth_buffer_bytes: usize,
     bytes_per_token: u64,
     roofline_tok_s: f64,
     roofline_fraction: f64,
@@ -52,46 +57,6 @@ pub fn peak_rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// Read bandwidth of this machine in GB/s: all worker threads sum disjoint parts of a
-/// 1 GiB buffer (far larger than any cache), allocated like the weights (anonymous memory
-/// advised for transparent huge pages); the best of several passes.
-pub fn read_bandwidth_gb_s() -> f64 {
-    let bytes = 1usize << 30;
-    let mut map = match memmap2::MmapMut::map_anon(bytes) {
-        Ok(m) => m,
-        Err(_) => return 0.0,
-    };
-    let _ = map.advise(memmap2::Advice::HugePage);
-    for (i, chunk) in map.chunks_mut(4096).enumerate() {
-        chunk[0] = i as u8; // fault every page in before timing
-        chunk[1] = 1;
-    }
-    let words: &[u64] = bytemuck::cast_slice(&map[..]);
-    let threads = rayon::current_num_threads().max(1);
-    let chunk = words.len().div_ceil(threads);
-    let mut best = 0.0f64;
-    for _ in 0..6 {
-        let t = Instant::now();
-        let s: u64 = words
-            .par_chunks(chunk)
-            .map(|c| {
-                // 8 independent sums so the loop is bound by loads, not by one add chain
-                let mut acc = [0u64; 8];
-                for q in c.chunks_exact(8) {
-                    for i in 0..8 {
-                        acc[i] = acc[i].wrapping_add(q[i]);
-                    }
-                }
-                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
-            })
-            .reduce(|| 0, u64::wrapping_add);
-        let dt = t.elapsed().as_secs_f64();
-        std::hint::black_box(s);
-        best = best.max(bytes as f64 / dt / 1e9);
-    }
-    best
 }
 
 /// Prints a step profile (time per op kind, per token) of `n` tokens that took `wall`
@@ -321,7 +286,8 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     let (tg_m, tg_sd) = if tg.is_empty() { (0.0, 0.0) } else { mean_sd(&tg) };
     // RSS first: the bandwidth probe's own buffer must not count as the model's.
     let peak_rss = peak_rss_bytes();
-    let bw = model.install(read_bandwidth_gb_s);
+    let probe = model.install(runtime::probe::read_bandwidth);
+    let bw = probe.as_ref().map_or(0.0, |p| p.best_gb_s);
     let bytes_per_token = bytes_per_token(model.program().graph());
     let roofline = bw * 1e9 / bytes_per_token as f64;
     let r = BenchReport {
@@ -337,6 +303,10 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         tg_tok_s: tg_m,
         tg_stddev: tg_sd,
         bandwidth_gb_s: bw,
+        bandwidth_median_gb_s: probe.as_ref().map_or(0.0, |p| p.median_gb_s),
+        bandwidth_spread: probe.as_ref().map_or(0.0, |p| p.spread),
+        bandwidth_passes: probe.as_ref().map_or(0, |p| p.passes),
+        bandwidth_buffer_bytes: probe.as_ref().map_or(0, |p| p.buffer_bytes),
         bytes_per_token,
         roofline_tok_s: roofline,
         roofline_fraction: if roofline > 0.0 { tg_m / roofline } else { 0.0 },
@@ -355,7 +325,14 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         if a.n_gen > 0 {
             o.line(&format!("tg{:<10} {:.2} ± {:.2} tok/s", a.n_gen, r.tg_tok_s, r.tg_stddev))?;
         }
-        o.line(&format!("bandwidth    {:.2} GB/s (read, measured now)", r.bandwidth_gb_s))?;
+        o.line(&format!(
+            "bandwidth    {:.2} GB/s (read, best of {} passes over {:.2} GB; median {:.2}, spread {:.1}%)",
+            r.bandwidth_gb_s,
+            r.bandwidth_passes,
+            r.bandwidth_buffer_bytes as f64 / 1e9,
+            r.bandwidth_median_gb_s,
+            100.0 * r.bandwidth_spread
+        ))?;
         o.line(&format!(
             "per token    {:.3} GB of weights → roofline {:.2} tok/s",
             r.bytes_per_token as f64 / 1e9,

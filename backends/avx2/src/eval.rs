@@ -1,6 +1,6 @@
 //! The AVX2 backend's kernels as the executor calls them: input checks, the split of work
-//! over output rows (rayon), one token-tile driver for every matmul, and the calls into the
-//! SIMD code of [`crate::x86_64`]. No `unsafe` here.
+//! over output rows (rayon) and the token tiles of every matmul (the shared driver of
+//! [`graph::tiling`]), and the calls into the SIMD code of [`crate::x86_64`]. No `unsafe` here.
 //!
 //! Conventions are the scalar backend's (`backend-scalar/src/lib.rs`): q8_tok rows are
 //! `K` i8, the f32 scale, the i32 sum; q8_k rows are `K/256` blocks of (f32 `d`, 256 i8);
@@ -9,6 +9,8 @@
 //! rows. Bad sizes are errors, never panics.
 
 use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef};
+use graph::tiles;
+pub(crate) use graph::tiling::{copy_block, drive, par_tasks, rows_per_task, store, TileJob};
 use graph::{DType, Error, Result};
 use half::f16;
 use rayon::prelude::*;
@@ -19,12 +21,6 @@ use crate::x86_64::q8_k::{BLOCK as Q8K_BLOCK, BLOCK_BYTES as Q8K_BLOCK_BYTES};
 use crate::x86_64::tq::TqKind;
 use crate::x86_64::{Isa, Vnni};
 
-/// A task never holds more than about this many weight bytes (keeps the load balanced on
-/// the LM head: 128256 rows are ~650 tasks of 1 MiB).
-const MAX_TASK_BYTES: usize = 1 << 20;
-/// A task holds at least about this many weight bytes (keeps rayon's overhead small on
-/// small matrices).
-const MIN_TASK_BYTES: usize = 1 << 15;
 /// Elementwise ops: elements per rayon task.
 const ELEMENTS_PER_TASK: usize = 1 << 15;
 
@@ -32,99 +28,6 @@ pub(crate) fn fail(op: &str, msg: impl std::fmt::Display) -> Error {
     Error::runtime(format!("{op}: {msg}"))
 }
 
-/// One product of a task's weight rows with every token of a step, computed in tiles of
-/// `R` rows × `N` tokens. The one token-tile driver, [`drive`], walks every job the same
-/// way; a job only says how to compute one tile and how a block's results become outputs.
-pub(crate) trait TileJob: Sync {
-    /// What a tile computes per (row, token) before [`TileJob::finish`]: the f32 result, or
-    /// an integer dot that a float epilogue turns into one.
-    type Acc: Copy + Default;
-
-    /// Rows `r .. r+R` (task-local) × tokens `n0 .. n0+nn`, into `acc[(n0+dn)·block + r_local+dr]`.
-    /// Each job dispatches `nn` to the tile widths it has kernels for (see [`tiles!`]).
-    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [Self::Acc], block: usize);
-
-    /// Turns the accumulators of rows `b0 .. b0+nb` (`acc[n·block + r_local]`) into the
-    /// outputs `outs[n][b0 .. b0+nb]` (f32 jobs: [`copy_block`]).
-    fn finish(&self, b0: usize, nb: usize, acc: &[Self::Acc], block: usize, outs: &mut [&mut [f32]]);
-}
-
-/// The epilogue of jobs whose tiles compute final f32 values: a copy.
-pub(crate) fn copy_block(b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
-    for (n, out) in outs.iter_mut().enumerate() {
-        out[b0..b0 + nb].copy_from_slice(&acc[n * block..n * block + nb]);
-    }
-}
-
-/// Stores an `R × N` tile result at `acc[(n0+dn)·block + r_local+dr]`.
-#[inline(always)]
-pub(crate) fn store<T: Copy, const R: usize, const N: usize>(
-    res: [[T; N]; R],
-    r_local: usize,
-    n0: usize,
-    acc: &mut [T],
-    block: usize,
-) {
-    for (dr, res_r) in res.iter().enumerate() {
-        for (dn, &v) in res_r.iter().enumerate() {
-            acc[(n0 + dn) * block + r_local + dr] = v;
-        }
-    }
-}
-
-/// Dispatches a runtime tile width to a job's const-generic kernel: `tiles!(nn; 1, 2, 4 =>
-/// |N| expr)` instantiates the kernel only at the widths listed (each width is a separate
-/// kernel, so jobs list the few they were tuned for).
-macro_rules! tiles {
-    ($nn:expr; $($n:literal),+ => |$N:ident| $body:expr) => {
-        match $nn {
-            $( $n => { const $N: usize = $n; $body } )+
-            other => unreachable!("no tile kernel for {other} tokens"),
-        }
-    };
-}
-
-/// Output rows per block: within a block, the token tiles are the outer loop, so a tile's
-/// activations stay in L1 while the block's weights (at most 64 rows, ~110 KB of I2_S codes
-/// at K = 6912) come from L2 for every token tile but the first; each token tile walks the
-/// block in tiles of `R` rows (then single rows), and the block's epilogue runs over its
-/// rows at once, where the compiler vectorises it. (A scalar `divss` per output in the I2_S
-/// tile loop cost ~1/3 of the kernel time; `avx2_kernel_throughput`, 1 thread, 6912×2560
-/// T = 128: 35 → 66 G MAC/s, T = 1: 24 → 34 G MAC/s.)
-pub(crate) const ROW_BLOCK: usize = 64;
-
-/// Runs `job` over every row of a task (`outs[token]` holds the task's output columns of
-/// each token) in row tiles of `R` and token tiles of up to `nt`.
-pub(crate) fn drive<J: TileJob, const R: usize>(job: &J, nt: usize, outs: &mut [&mut [f32]]) {
-    let t = outs.len();
-    let Some(first) = outs.first() else { return };
-    let n_rows = first.len();
-    let mut acc = vec![J::Acc::default(); t * ROW_BLOCK];
-    for b0 in (0..n_rows).step_by(ROW_BLOCK) {
-        let nb = ROW_BLOCK.min(n_rows - b0);
-        let mut n0 = 0;
-        while n0 < t {
-            let nn = (t - n0).min(nt);
-            let mut r = 0;
-            while r + R <= nb {
-                job.tile::<R>(b0 + r, r, n0, nn, &mut acc, ROW_BLOCK);
-                r += R;
-            }
-            while r < nb {
-                job.tile::<1>(b0 + r, r, n0, nn, &mut acc, ROW_BLOCK);
-                r += 1;
-            }
-            n0 += nn;
-        }
-        job.finish(b0, nb, &acc, ROW_BLOCK, outs);
-    }
-}
-
-/// Splits the output `[T, M]` into tasks of `rows` columns and runs `job(r0, outs)` on each
-/// in parallel (`r0` is the task's first row).
-pub(crate) fn par_tasks(o: &mut [f32], m: usize, rows: usize, job: impl Fn(usize, &mut [&mut [f32]]) + Sync) {
-    split_columns(o, m, rows).into_par_iter().enumerate().for_each(|(i, mut outs)| job(i * rows, &mut outs));
-}
 /// `[M, K]` of a weight input, which must have dtype `want`.
 fn weight_dims(op: &str, w: &TensorRef<'_>, want: DType) -> Result<(usize, usize)> {
     if w.dtype != want {
@@ -145,30 +48,6 @@ pub(crate) const TASKS_PER_THREAD: usize = 8;
 /// 22.4 → 21.5; whole decode (`bench -p 128 -n 32 --profile`, A/B twice): I2_S 23.8 →
 /// 22.1 and 24.2 → 23.1 ms per token, pp128 unchanged within the noise.
 const I2S_TASKS_PER_THREAD: usize = 2;
-
-/// Rows per rayon task for a matrix of `m` rows of `row_bytes` bytes: `per_thread` tasks
-/// per thread, more if a task would exceed [`MAX_TASK_BYTES`] (always a multiple of the
-/// thread count, so that equal threads finish together), at least [`MIN_TASK_BYTES`] per
-/// task, rounded up to a multiple of `align`.
-pub(crate) fn rows_per_task(m: usize, row_bytes: usize, align: usize, per_thread: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    let row_bytes = row_bytes.max(1);
-    let per_thread = per_thread.max((m * row_bytes).div_ceil(threads * MAX_TASK_BYTES)).max(1);
-    let rows = m.div_ceil(threads * per_thread).max(MIN_TASK_BYTES / row_bytes).max(1);
-    rows.div_ceil(align) * align
-}
-
-/// Splits an output `[T, M]` (row-major) into tasks of `rows` consecutive output columns:
-/// task `i` gets, for each token, the slice of columns `i·rows .. (i+1)·rows`.
-pub(crate) fn split_columns(out: &mut [f32], m: usize, rows: usize) -> Vec<Vec<&mut [f32]>> {
-    let mut tasks: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(rows)).map(|_| Vec::new()).collect();
-    for orow in out.chunks_mut(m) {
-        for (task, piece) in tasks.iter_mut().zip(orow.chunks_mut(rows)) {
-            task.push(piece);
-        }
-    }
-    tasks
-}
 
 /// RoPE over `[T, H, hd]`: tokens in parallel, one position each.
 pub(crate) fn rope(

@@ -13,7 +13,9 @@ use crate::op::Op;
 use crate::shape::{Bindings, TensorFact};
 use crate::DType;
 
+use super::plan::Planned;
 use super::WeightSource;
+use crate::backend::WeightPrep;
 
 /// Alignment of every buffer in the weight and activation arenas (a cache line).
 const ALIGN: usize = 64;
@@ -41,9 +43,16 @@ enum WeightLoc {
 /// huge pages. Streaming from it instead of from the file's 4 KiB-page map measured 14.1 →
 /// 15.3 tok/s decode on the 2B-shape model (2 threads, `bench -p 0 -n 32`, Intel Xeon VM,
 /// 2026-11-26), and reading the file into it keeps the mapped pages out of the resident set.
+///
+/// A weight that a kernel takes in a layout of its own ([`crate::WeightPrep`]) is prepared
+/// once here, from a checked copy of its file bytes, into the same arena; the file-layout
+/// copy is kept only if some node reads the weight as it is (else hooks and views read it
+/// from the source).
 pub(crate) struct Weights {
     src: Arc<dyn WeightSource>,
     locs: Vec<Option<WeightLoc>>,
+    /// Per consumer node: the input slot its kernel takes prepared, and where that is.
+    prepared: Vec<Option<(usize, Range<usize>)>>,
     arena: Arena,
 }
 
@@ -81,12 +90,24 @@ impl Arena {
 }
 
 impl Weights {
-    /// Binds every weight of `graph`: sizes checked against the facts, then one copy.
-    pub(crate) fn bind(graph: &Graph, src: Arc<dyn WeightSource>) -> Result<Weights> {
+    /// Binds every weight of `graph`: sizes checked against the facts, then one copy, and
+    /// one prepared copy per layout the planned kernels (`plans`) ask for.
+    pub(crate) fn bind(graph: &Graph, src: Arc<dyn WeightSource>, plans: &[Option<Planned>]) -> Result<Weights> {
         let only_lookup = |id: NodeId| graph.consumers(id).iter().all(|&c| matches!(graph.node(c).op, Op::Embedding));
+        // The weight slot each node's kernel takes prepared, and how.
+        let prep_of = |c: NodeId| -> Option<&WeightPrep> {
+            let prep = plans.get(c)?.as_ref()?.kernel.weight_prep()?;
+            graph.inputs(c).get(prep.input).filter(|&&j| matches!(graph.node(j).op, Op::Weight { .. })).map(|_| prep)
+        };
         let mut locs: Vec<Option<WeightLoc>> = (0..graph.len()).map(|_| None).collect();
         let mut total = 0usize;
+        let mut place = |len: usize| -> Result<Range<usize>> {
+            let start = total;
+            total = start.checked_add(len).and_then(align_up).ok_or_else(|| Error::runtime("weights overflow"))?;
+            Ok(start..start + len)
+        };
         let mut copies: Vec<(NodeId, String, Range<usize>)> = Vec::new();
+        let mut preps: Vec<PrepCopy> = Vec::new();
         for (i, n) in graph.iter() {
             let Op::Weight { name, fact } = &n.op else { continue };
             let want = weight_bytes(name, fact)?;
@@ -94,13 +115,39 @@ impl Weights {
             if have != want {
                 return Err(Error::runtime(format!("weight `{name}`: {have} bytes, expected {want} for {fact}")));
             }
-            if only_lookup(i) && fact.dtype != DType::F32 {
+            let consumers = graph.consumers(i);
+            let dims = fact.shape.resolve(Bindings { tokens: 0, outputs: 0 });
+            for &c in &consumers {
+                let Some(prep) = prep_of(c).filter(|p| graph.inputs(c)[p.input] == i) else { continue };
+                if preps.iter().any(|p| p.id == i && p.layout == prep.layout) {
+                    continue;
+                }
+                let len = (prep.len)(&dims).ok_or_else(|| {
+                    Error::runtime(format!(
+                        "weight `{name}` {fact}: no {} layout for it (node `{}`)",
+                        prep.layout,
+                        graph.node(c).name
+                    ))
+                })?;
+                preps.push(PrepCopy {
+                    id: i,
+                    name: name.clone(),
+                    dims: dims.clone(),
+                    layout: prep.layout,
+                    at: place(len)?,
+                    prep: prep.clone(),
+                });
+            }
+            // Read as it is by some node (a slot that is not prepared)?
+            let as_is = consumers.iter().any(|&c| {
+                let prepared = prep_of(c).map(|p| p.input);
+                graph.inputs(c).iter().enumerate().any(|(slot, &j)| j == i && prepared != Some(slot))
+            });
+            if !as_is || (only_lookup(i) && fact.dtype != DType::F32) {
                 locs[i] = Some(WeightLoc::Source(name.clone()));
                 continue;
             }
-            let start = total;
-            total = align_up(start + want).ok_or_else(|| Error::runtime("weights overflow"))?;
-            copies.push((i, name.clone(), start..start + want));
+            copies.push((i, name.clone(), place(want)?));
         }
         let mut arena = Arena::new(total)?;
         let bytes = arena.bytes_mut();
@@ -108,7 +155,35 @@ impl Weights {
             src.copy_weight(&name, &mut bytes[r.clone()]).map_err(|e| Error::runtime(format!("weight `{name}`: {e}")))?;
             locs[i] = Some(WeightLoc::Arena(r));
         }
-        Ok(Weights { src, locs, arena })
+        let mut prepared: Vec<Option<(usize, Range<usize>)>> = vec![None; graph.len()];
+        let mut file = Vec::new();
+        for PrepCopy { id: i, name, dims, layout, at: r, prep } in preps {
+            // A checked copy of the file bytes (a file changed under us is an error, not a fault).
+            file.resize(src.weight_len(&name).unwrap_or(0), 0u8);
+            src.copy_weight(&name, &mut file).map_err(|e| Error::runtime(format!("weight `{name}`: {e}")))?;
+            (prep.prepare)(&file, &dims, &mut bytes[r.clone()])
+                .map_err(|e| Error::runtime(format!("weight `{name}`: preparing the {layout} layout: {e}")))?;
+            for c in graph.consumers(i) {
+                if let Some(p) = prep_of(c).filter(|p| p.layout == layout && graph.inputs(c)[p.input] == i) {
+                    prepared[c] = Some((p.input, r.clone()));
+                }
+            }
+        }
+        Ok(Weights { src, locs, prepared, arena })
+    }
+
+    /// The data node `consumer` reads at input `slot`, which is weight node `id`: its prepared
+    /// copy if the consumer's kernel takes that slot prepared, else the weight as it is.
+    pub(crate) fn data_for(&self, consumer: NodeId, slot: usize, id: NodeId, dtype: DType) -> Data<'_> {
+        match &self.prepared[consumer] {
+            Some((s, r)) if *s == slot => Data::Bytes(&self.arena.bytes()[r.clone()]),
+            _ => self.data(id, dtype),
+        }
+    }
+
+    /// Whether node `consumer`'s kernel reads a prepared weight.
+    pub(crate) fn has_prepared(&self, consumer: NodeId) -> bool {
+        self.prepared[consumer].is_some()
     }
 
     /// Bytes copied into the weight arena.
@@ -129,6 +204,16 @@ impl Weights {
             Data::Bytes(bytes)
         }
     }
+}
+
+/// One prepared copy to make: weight `id` (`name`, `dims`) in `layout`, at `at` in the arena.
+struct PrepCopy {
+    id: NodeId,
+    name: String,
+    dims: Vec<usize>,
+    layout: &'static str,
+    at: Range<usize>,
+    prep: WeightPrep,
 }
 
 fn weight_bytes(name: &str, fact: &TensorFact) -> Result<usize> {

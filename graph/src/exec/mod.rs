@@ -112,7 +112,7 @@ impl Program {
             return Err(Error::runtime("no backend given"));
         }
         let plans = plan::plan(&graph, backends)?;
-        let weights = memory::Weights::bind(&graph, weights)?;
+        let weights = memory::Weights::bind(&graph, weights, &plans)?;
         Ok(Program { graph, backends: backends.to_vec(), plans, weights })
     }
 
@@ -394,7 +394,9 @@ impl Executor {
             let (head, rest) = arena.split_at_mut(out_range.start);
             let (out_bytes, tail) = rest.split_at_mut(out_range.len());
             let mut inputs: Vec<TensorRef<'_>> = Vec::with_capacity(graph.inputs(i).len());
-            for &j in graph.inputs(i) {
+            // The kernel's inputs when it reads a prepared weight (hooks see the file layout).
+            let mut prepared: Option<Vec<TensorRef<'_>>> = program.weights.has_prepared(i).then(Vec::new);
+            for (slot, &j) in graph.inputs(i).iter().enumerate() {
                 let dtype_j = graph.node(j).fact.dtype;
                 let data = match &graph.node(j).op {
                     Op::Weight { .. } => program.weights.data(j, dtype_j),
@@ -412,6 +414,13 @@ impl Executor {
                         typed(dtype_j, bytes)
                     }
                 };
+                if let Some(p) = prepared.as_mut() {
+                    let data = match &graph.node(j).op {
+                        Op::Weight { .. } => program.weights.data_for(i, slot, j, dtype_j),
+                        _ => data,
+                    };
+                    p.push(TensorRef { dtype: dtype_j, dims: &self.dims[j], data });
+                }
                 inputs.push(TensorRef { dtype: dtype_j, dims: &self.dims[j], data });
             }
             let mut out = TensorMut { dtype, dims: &self.dims[i], data: typed_mut(dtype, out_bytes) };
@@ -424,7 +433,7 @@ impl Executor {
                 h.before(i, node, &inputs, kv.as_ref());
             }
             let t0 = self.profile.is_some().then(Instant::now);
-            planned.kernel.run(&inputs, &mut out, kv.as_mut()).map_err(|e| {
+            planned.kernel.run_prepared(prepared.as_deref().unwrap_or(&inputs), &mut out, kv.as_mut()).map_err(|e| {
                 Error::runtime(format!(
                     "node `{}` ({}) on {}: {e}",
                     node.name,
