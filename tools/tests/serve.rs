@@ -74,7 +74,8 @@ impl Server {
         let text = String::from_utf8_lossy(&out).into_owned();
         let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
         let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
+        let body =
+            if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") { unchunk(body) } else { body.to_string() };
         (status, body)
     }
 

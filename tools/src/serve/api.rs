@@ -380,9 +380,10 @@ fn messages(o: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError> {
     for (i, m) in list.iter().enumerate() {
         let at = format!("messages[{i}]");
         let m = m.as_object().ok_or_else(|| ApiError::invalid(Some(&at), format!("`{at}` must be an object")))?;
-        let role_name = m.get("role").and_then(Value::as_str).ok_or_else(|| {
-            ApiError::invalid(Some(&format!("{at}.role")), format!("`{at}.role` must be a string"))
-        })?;
+        let role_name = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::invalid(Some(&format!("{at}.role")), format!("`{at}.role` must be a string")))?;
         let role = Role::parse(role_name).ok_or_else(|| {
             ApiError::invalid(
                 Some(&format!("{at}.role")),
@@ -401,7 +402,9 @@ fn messages(o: &Map<String, Value>) -> Result<Vec<ChatMessage>, ApiError> {
                         _ => {
                             return Err(ApiError::invalid(
                                 Some(&pat),
-                                format!("`{pat}` must be a text part {{\"type\": \"text\", \"text\": …}} (only text is supported)"),
+                                format!(
+                                    "`{pat}` must be a text part {{\"type\": \"text\", \"text\": …}} (only text is supported)"
+                                ),
                             ))
                         }
                     }
@@ -427,9 +430,11 @@ fn prompt(o: &Map<String, Value>) -> Result<Prompt, ApiError> {
         None | Some(Value::Null) => Err(ApiError::invalid(Some("prompt"), "`prompt` is required")),
         Some(Value::String(s)) => Ok(Prompt::Text(s.clone())),
         Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => Ok(Prompt::Text(a[0].as_str().unwrap_or_default().into())),
-        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => {
-            a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)).collect::<Result<_, _>>().map(Prompt::Tokens)
-        }
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_u64) => a
+            .iter()
+            .map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad))
+            .collect::<Result<_, _>>()
+            .map(Prompt::Tokens),
         Some(_) => Err(bad()),
     }
 }
@@ -505,7 +510,10 @@ mod tests {
         assert_eq!((q.seed, q.stop.clone(), q.top_logprobs), (Some(42), vec!["END".to_string()], Some(2)));
         assert!(p.stream && p.include_usage && p.logprobs);
         // max_completion_tokens is the newer name; without either there is no limit.
-        assert_eq!(chat(json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 3})).unwrap().params.max_tokens, Some(3));
+        assert_eq!(
+            chat(json!({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 3})).unwrap().params.max_tokens,
+            Some(3)
+        );
         assert_eq!(chat(json!({"messages": [{"role": "user", "content": "x"}]})).unwrap().params.max_tokens, None);
         let c = comp(json!({"prompt": ["hello"], "logprobs": 3, "stop": ["a", "b"]})).unwrap();
         assert_eq!((c.prompt, c.params.top_logprobs, c.params.stop.len()), (Prompt::Text("hello".into()), Some(3), 2));

@@ -68,9 +68,8 @@ fn authorize(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    let ok = given.is_some_and(|g| {
-        g.len() == key.len() && g.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    });
+    let ok =
+        given.is_some_and(|g| g.len() == key.len() && g.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0);
     if ok {
         Ok(())
     } else {
@@ -97,7 +96,11 @@ fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
         } else {
             format!("the request body could not be read: {r}")
         };
-        ApiError::invalid(None, message).status(status).code(if status == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" })
+        ApiError::invalid(None, message).status(status).code(if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        })
     })
 }
 
@@ -325,7 +328,8 @@ impl Answer {
 
     /// A response or chunk around `choices`.
     fn doc(&self, chunk: bool, choices: Value) -> Value {
-        let mut d = json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.name, "choices": choices});
+        let mut d =
+            json!({"id": self.id, "object": self.object(chunk), "created": self.created, "model": self.name, "choices": choices});
         if chunk && self.include_usage {
             d["usage"] = Value::Null;
         }
@@ -471,7 +475,10 @@ impl Streaming {
 fn stream(a: Answer, rx: UnboundedReceiver<Update>) -> impl IntoResponse {
     let mut s = Streaming { a, rx, out: VecDeque::new(), text_len: 0, ended: false };
     if s.a.endpoint == Endpoint::Chat {
-        let mut first = s.a.doc(true, json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]));
+        let mut first = s.a.doc(
+            true,
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+        );
         if s.a.return_tokens {
             first["choices"][0]["tokens"] = json!([]);
         }

@@ -57,7 +57,12 @@ impl Metrics {
 
     /// A request was cancelled (its client went away, or shutdown).
     pub fn cancelled(&self) {
-        self.cancelled.fetch_add(1, Relaxed);
+        self.cancelled_n(1);
+    }
+
+    /// `n` requests were cancelled.
+    pub fn cancelled_n(&self, n: usize) {
+        self.cancelled.fetch_add(n as u64, Relaxed);
     }
 
     /// A running request failed in the engine.

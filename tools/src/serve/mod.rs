@@ -114,10 +114,11 @@ async fn serve(a: &ServeArgs, opts: runtime::ModelOptions) -> Result<ExitCode> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let local: SocketAddr = listener.local_addr()?;
+    let metrics = Arc::new(metrics::Metrics::default());
     let app = Arc::new(App {
         ready: OnceLock::new(),
-        queue: Arc::new(scheduler::Queue::new(a.parallel, a.max_queue)),
-        metrics: Arc::new(metrics::Metrics::default()),
+        queue: Arc::new(scheduler::Queue::new(a.parallel, a.max_queue, metrics.clone())),
+        metrics,
         api_key: a.api_key.clone(),
         chat_format: a.chat_template.as_deref().and_then(ChatFormat::by_name),
         webui: !a.no_webui,

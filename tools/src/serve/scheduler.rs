@@ -66,6 +66,7 @@ struct State {
 /// The bounded queue between the handlers and the scheduler thread.
 pub struct Queue {
     state: Mutex<State>,
+    metrics: Arc<Metrics>,
     wake: Condvar,
     parallel: usize,
     max_queue: usize,
@@ -73,9 +74,10 @@ pub struct Queue {
 
 impl Queue {
     /// A queue for `parallel` sequences and `max_queue` waiting jobs.
-    pub fn new(parallel: usize, max_queue: usize) -> Queue {
+    pub fn new(parallel: usize, max_queue: usize, metrics: Arc<Metrics>) -> Queue {
         Queue {
             state: Mutex::new(State { waiting: VecDeque::new(), running: 0, shutdown: false }),
+            metrics,
             wake: Condvar::new(),
             parallel,
             max_queue,
@@ -94,7 +96,9 @@ impl Queue {
         if s.shutdown {
             return Err(Refused::ShuttingDown);
         }
+        let before = s.waiting.len();
         s.waiting.retain(|j| !j.tx.is_closed());
+        self.metrics.cancelled_n(before - s.waiting.len());
         if s.running + s.waiting.len() >= self.parallel + self.max_queue {
             return Err(Refused::Full { waiting: s.waiting.len() });
         }
@@ -209,7 +213,10 @@ fn run(model: Arc<Model>, queue: &Queue, metrics: &Metrics) {
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(p) => Err(format!(
                     "the engine panicked: {}",
-                    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default()
                 )),
             };
             match outcome {

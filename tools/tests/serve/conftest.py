@@ -96,8 +96,8 @@ def stream(method, url, json=None, headers=None, timeout=120):
 class Server:
     """A running `serve` process; `stop()` sends SIGTERM and checks exit code 0."""
 
-    def __init__(self, *args, model=TINY, ready=True):
-        cmd = [BIN, "serve", str(model), "--port", "0", "-c", str(CTX), *args]
+    def __init__(self, *args, model=TINY, ready=True, ctx=CTX):
+        cmd = [BIN, "serve", str(model), "--port", "0", "-c", str(ctx), *args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.log = []
         self._listening = threading.Event()

@@ -2,10 +2,15 @@
 """A bounded load test of `bitnet-graph serve` on loopback (standard library only).
 
 Starts the server on 127.0.0.1 (a free port), measures one request alone, then sends
---requests streaming completions from --concurrency threads, and stops the server. Prints
-failures, time to first token (p50, p99), aggregate generated tok/s, the single request's
-tok/s and the server's peak RSS; exits 1 on any failure. It stops by itself: the request
-count is fixed and every request has a timeout.
+--requests streaming completions from --concurrency threads, measures one request alone
+again, and stops the server. Prints failures, time to first token (p50, p99), aggregate
+generated tok/s, the single request's tok/s and the server's peak RSS; exits 1 on any
+failure. It stops by itself: the request count is fixed and every request has a timeout.
+
+On a shared machine wall-clock rates move with the other load, so it also reports tokens
+per CPU-second of the server process (user + system time from /proc), for the single
+requests and for the loaded phase: their ratio is the batching gain with the contention
+factored out.
 
     python3 tools/tests/serve/load.py --model ../shared/models/tiny-i2_s.gguf
     python3 tools/tests/serve/load.py --model /tmp/b2.gguf --parallel 8 --max-tokens 32
@@ -97,6 +102,23 @@ def one(host, port, i, max_tokens, timeout):
         return False, ttft, time.perf_counter() - t0, tokens, repr(e)
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def single(host, port, pid, args):
+    """One request alone: (tok/s over its decode, generated tokens per CPU-second)."""
+    c0 = cpu_s(pid)
+    ok, ttft, secs, n, err = one(host, port, -1, args.max_tokens, args.timeout)
+    if not ok:
+        sys.exit(f"the single request failed: {err}")
+    rate = (n - 1) / (secs - ttft) if n > 1 and secs > ttft else float("nan")
+    return rate, n / max(cpu_s(pid) - c0, 1e-9)
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
@@ -118,16 +140,16 @@ def main():
 
     proc, host, port = start(args)
     try:
-        # One request alone: the single-stream rate (decode time only, after the first token).
-        ok, ttft, secs, n, err = one(host, port, -1, args.max_tokens, args.timeout)
-        if not ok:
-            sys.exit(f"the single request failed: {err}")
-        single = (n - 1) / (secs - ttft) if n > 1 and secs > ttft else float("nan")
-
+        # One request alone: the single-stream rate (decode time only, after the first
+        # token), before and after the loaded phase.
+        single_before, single_cpu_before = single(host, port, proc.pid, args)
+        c0 = cpu_s(proc.pid)
         t0 = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(args.concurrency) as pool:
             results = list(pool.map(lambda i: one(host, port, i, args.max_tokens, args.timeout), range(args.requests)))
         wall = time.perf_counter() - t0
+        loaded_cpu = cpu_s(proc.pid) - c0
+        single_after, single_cpu_after = single(host, port, proc.pid, args)
         with open(f"/proc/{proc.pid}/status") as f:
             hwm = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
     finally:
@@ -141,7 +163,12 @@ def main():
         "concurrency": args.concurrency, "max_tokens": args.max_tokens, "failures": len(fails),
         "ttft_p50_s": round(pct(ttfts, 50), 3), "ttft_p99_s": round(pct(ttfts, 99), 3),
         "generated_tokens": gen, "wall_s": round(wall, 2), "aggregate_tok_s": round(gen / wall, 2),
-        "single_request_tok_s": round(single, 2), "speedup": round(gen / wall / single, 2),
+        "single_request_tok_s": [round(single_before, 2), round(single_after, 2)],
+        "speedup_wall": round(gen / wall / ((single_before + single_after) / 2), 2),
+        "tok_per_cpu_s_loaded": round(gen / loaded_cpu, 2),
+        "tok_per_cpu_s_single": [round(single_cpu_before, 2), round(single_cpu_after, 2)],
+        "speedup_cpu": round(gen / loaded_cpu / ((single_cpu_before + single_cpu_after) / 2), 2),
+        "server_cpu_s": round(loaded_cpu, 1),
         "peak_rss_mb": round(hwm / 2**20, 1), "exit_code": code,
     }
     if args.json:

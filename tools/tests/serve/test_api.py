@@ -5,6 +5,7 @@ errors and leaves the server answering, a dropped stream frees its sequence."""
 import concurrent.futures
 import json
 import signal
+import socket
 import time
 
 import openai
@@ -223,6 +224,23 @@ def test_dropped_stream_frees_its_sequence(server, model_name):
     after = wait_idle(server)
     assert after['bitnet_requests_total{outcome="cancelled"}'] == before['bitnet_requests_total{outcome="cancelled"}'] + 1
     still_answers(server, model_name)
+
+    # A non-streaming request whose client hangs up is cancelled too.
+    body["stream"] = False
+    raw = json.dumps(body).encode()
+    host, port = server.base[len("http://"):].rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw))
+        t0 = time.time()
+        while server.metrics()["bitnet_sequences_busy"] != 1:
+            assert time.time() - t0 < 10, server.metrics()
+            time.sleep(0.02)
+    t0 = time.time()
+    while server.metrics()['bitnet_requests_total{outcome="cancelled"}'] != after['bitnet_requests_total{outcome="cancelled"}'] + 1:
+        assert time.time() - t0 < 10, server.metrics()
+        time.sleep(0.05)
+    wait_idle(server)
 
 
 def test_queue_full_is_503_and_api_key_is_401():

@@ -22,9 +22,11 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 SCREENSHOT = pathlib.Path(os.environ.get("BITNET_SCREENSHOT", str(ROOT / "target" / "serve-test" / "chat-page.png")))
 # The user's text with markup: it must show as text (no <b>, no script run).
 XSS = "<b>x</b><script>window.pwned=1</script>"
-# A prompt whose greedy reply on the tiny model runs past 400 tokens (no end-of-generation
-# token), so the stop button always lands mid-generation; checked below with exec.
+# A prompt whose greedy reply on the tiny model has no end-of-generation token in its first
+# 400 tokens (checked below with exec); with a 4096-token context and max tokens 4000 the
+# stop button lands mid-generation however fast the machine is.
 LONG = "Write a very long story."
+LONG_CTX = 4096
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="chromium and chromedriver are not installed")
@@ -79,7 +81,7 @@ def ready(d, s):
 
 def test_chat_page(browser):
     d = browser
-    s = Server("--parallel", "2")
+    s = Server("--parallel", "2", ctx=LONG_CTX)
     try:
         ready(d, s)
         assert d.title == "bitnet-graph chat"
@@ -93,8 +95,6 @@ def test_chat_page(browser):
         shown = d.find_elements(By.CSS_SELECTOR, ".msg.assistant")[-1]
         assert shown.get_attribute("data-raw") == reply
         assert "tok/s" in status(d)
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        d.save_screenshot(str(SCREENSHOT))
 
         # Markup in a message is text: no element made from it, no script run.
         send(d, XSS)
@@ -116,11 +116,15 @@ def test_chat_page(browser):
              and d.execute_script("return document.body.dataset.busy") == "")
         code = d.execute_script("return [...document.querySelectorAll('.msg.user pre code')].map(c => c.textContent)")
         assert code[-1] == "  a   b", code
+        # The screenshot the README shows: replies, markup shown as text, a code block.
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        d.save_screenshot(str(SCREENSHOT))
 
         # Stop during a long generation frees the sequence on the server.
         ref = exec_json(LONG, 400, chat=True)
         assert ref["n_generated_tokens"] == 400, "pick a prompt whose reply is long"
-        set_field(d, "max-tokens", 480)
+        d.find_element(By.ID, "new").click()  # a short prompt: the context is for the reply
+        set_field(d, "max-tokens", LONG_CTX - 96)
         box.send_keys(LONG, Keys.ENTER)
         wait(d, lambda d: len(d.execute_script(
             "const m = document.querySelectorAll('.msg.assistant'); return m[m.length - 1].textContent")) > 20)
