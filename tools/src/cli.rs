@@ -470,6 +470,8 @@ pub enum Cmd {
     /// Print the model's metadata and its graph, every node with its shape.
     #[command(allow_negative_numbers = true)]
     Dump(DumpArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API, with a chat page at `/`.
+    Serve(crate::serve::ServeArgs),
 }
 
 /// llama.cpp's multi-letter single-dash flags, rewritten to their long forms before clap
@@ -522,5 +524,6 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Bench(a) => crate::bench::run(&a),
         Cmd::Pull(a) => crate::pull::run(&a),
         Cmd::Dump(a) => crate::dump::run(&a),
+        Cmd::Serve(a) => crate::serve::run(&a),
     }
 }

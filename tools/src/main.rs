@@ -12,6 +12,7 @@ mod exec;
 mod load;
 mod out;
 mod pull;
+mod serve;
 mod synth;
 
 use std::process::ExitCode;
