@@ -28,8 +28,7 @@ use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 use runtime::hub::{HubErrorKind, HubOptions};
 use runtime::{
-    Batch, ChatMessage, Completion, ErrorKind, Event, LmHead, LogitsMode, ModelOptions, Request, Role, SamplingParams,
-    SeqId,
+    Batch, ChatMessage, Completion, ErrorKind, Event, LmHead, LogitsMode, ModelOptions, Request, Role, SamplingParams, SeqId,
 };
 
 /// The Python exception for a runtime error, with the runtime's message.
@@ -64,7 +63,7 @@ fn stop_strings(stop: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<String>> {
         Some(s) if s.is_none() => Ok(Vec::new()),
         Some(s) => match s.cast::<PyString>() {
             Ok(one) => Ok(vec![one.to_str()?.to_string()]),
-            Err(_) => s.extract::<Vec<String>>().map_err(Into::into),
+            Err(_) => s.extract::<Vec<String>>(),
         },
     }
 }
@@ -364,14 +363,20 @@ impl Model {
     /// the kernels in use, threads, the chat format (the runtime's `ModelInfo`).
     #[getter]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let info = serde_json::to_value(self.model.info())
-            .map_err(|e| PyRuntimeError::new_err(format!("bitnet_graph: info: {e}")))?;
+        let info =
+            serde_json::to_value(self.model.info()).map_err(|e| PyRuntimeError::new_err(format!("bitnet_graph: info: {e}")))?;
         json_to_py(py, &info)
     }
 
     fn __repr__(&self) -> String {
         let hp = self.model.hparams();
-        format!("<bitnet_graph.Model {} ({}, {} layers, ctx {})>", self.model.info().path, hp.arch, hp.n_layer, self.model.n_ctx())
+        format!(
+            "<bitnet_graph.Model {} ({}, {} layers, ctx {})>",
+            self.model.info().path,
+            hp.arch,
+            hp.n_layer,
+            self.model.n_ctx()
+        )
     }
 }
 

@@ -21,6 +21,15 @@ PROMPTS = [
 ]
 
 
+def long_prompt(n_words):
+    return " ".join(["the quick brown fox jumps over the lazy dog"] * (n_words // 9))
+
+
+@pytest.fixture(scope="module")
+def tiny_long():
+    return bitnet_graph.Model(TINY, ctx_size=8192)
+
+
 # --- equal to exec -------------------------------------------------------------------------
 
 
@@ -75,6 +84,15 @@ def test_logits_equal_exec_bit_for_bit(tiny, tmp_path):
     assert got.shape == (len(ref["prompt_tokens"]), tiny.info["n_vocab"]) == expected.shape
     assert got.flags["C_CONTIGUOUS"]
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_logits_of_a_prompt_longer_than_a_ubatch_equal_exec(tiny_long, tmp_path):
+    """Over 512 tokens the runtime returns the rows in chunks; the array joins them."""
+    npy = tmp_path / "logits.npy"
+    ref = exec_json("-p", long_prompt(600), "-n", 0, "-c", 8192, "--logits-out", npy)
+    assert len(ref["prompt_tokens"]) > 512
+    got = tiny_long.logits(ref["prompt_tokens"])
+    assert np.array_equal(got.view(np.uint32), np.load(npy).view(np.uint32))
 
 
 def test_greedy_token_is_argmax_of_logits(tiny):
@@ -168,15 +186,6 @@ def test_gil_is_released_while_generating(tiny):
     t.join()
     assert span and span[0] > 0.2, span
     assert longest < span[0] / 4, (longest, span)
-
-
-def long_prompt(n_words):
-    return " ".join(["the quick brown fox jumps over the lazy dog"] * (n_words // 9))
-
-
-@pytest.fixture(scope="module")
-def tiny_long():
-    return bitnet_graph.Model(TINY, ctx_size=8192)
 
 
 def test_ctrl_c_interrupts_generate(tiny_long):
