@@ -34,6 +34,11 @@ pub mod model;
 pub mod options;
 pub mod sampler;
 
+/// The README's Rust examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 pub use batch::{Batch, Completion, Event, FinishReason, LogitsMode, Request, SeqId, Timings};
 pub use chat::{ChatFormat, ChatMessage, Role};
 pub use error::{Error, ErrorKind, Result};

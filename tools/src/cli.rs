@@ -451,16 +451,21 @@ pub struct DumpArgs {
 pub enum Cmd {
     /// Measure prefill and decode speed (one or many sequences), and decode against the
     /// bandwidth roofline.
+    #[command(allow_negative_numbers = true)]
     Bench(BenchArgs),
     /// Write a synthetic bitnet-b1.58 GGUF with random ternary weights (for benchmarks).
+    #[command(allow_negative_numbers = true)]
     Synth(SynthArgs),
     /// Cross-check a backend against the reference, node by node, on the model's graph.
+    #[command(allow_negative_numbers = true)]
     Check(CheckArgs),
     /// Generate text from a prompt (or many prompts, batched).
+    #[command(allow_negative_numbers = true)]
     Exec(ExecArgs),
     /// Download a model from the Hugging Face hub into its cache (or find it there); print its path.
     Pull(crate::pull::PullArgs),
     /// Print the model's metadata and its graph, every node with its shape.
+    #[command(allow_negative_numbers = true)]
     Dump(DumpArgs),
 }
 

@@ -233,12 +233,8 @@ impl Backend for ScalarBackend {
                 let row_dims = &i[0].dims[1.min(i[0].dims.len())..];
                 let row = i[0].dtype.tensor_bytes(row_dims).ok_or_else(|| fail("SelectOutputs", "bad row size"))?;
                 let (x, o): (&[u8], &mut [u8]) = match (i[0].data, &mut o.data) {
-                    (graph::Data::F32(x), graph::DataMut::F32(o)) => {
-                        (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(o))
-                    }
-                    (graph::Data::I32(x), graph::DataMut::I32(o)) => {
-                        (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(o))
-                    }
+                    (graph::Data::F32(x), graph::DataMut::F32(o)) => (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(o)),
+                    (graph::Data::I32(x), graph::DataMut::I32(o)) => (bytemuck::cast_slice(x), bytemuck::cast_slice_mut(o)),
                     (graph::Data::Bytes(x), graph::DataMut::Bytes(o)) => (x, &mut **o),
                     _ => return Err(fail("SelectOutputs", "input and output types differ")),
                 };
