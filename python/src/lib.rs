@@ -166,7 +166,7 @@ fn run_batch(py: Python<'_>, batch: &mut Batch, ids: &[SeqId]) -> PyResult<(Vec<
             return Err(interrupt);
         }
     }
-    done.sort_by_key(|c| ids.iter().position(|&i| i == c.id));
+    done.sort_by_key(|c| index(c.id));
     Ok((done, logits))
 }
 
