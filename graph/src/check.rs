@@ -7,7 +7,8 @@
 //!   the reference where unsupported) and each node is compared with the reference's run, to
 //!   measure drift.
 //!
-//! NaN or ±inf where the reference is finite is a failure before any tolerance applies.
+//! NaN or ±inf where the reference is finite is a failure before any tolerance applies, and so
+//! is a non-finite value both backends agree on: sound weights never produce one.
 
 use std::sync::Arc;
 
@@ -198,7 +199,9 @@ fn compare(op: &Op, cand: TensorRef<'_>, reference: TensorRef<'_>) -> (Metrics, 
                     if x.to_bits() != y.to_bits() {
                         return (m, Err(format!("element {i} is {x}, reference {y}")));
                     }
-                    continue;
+                    // Both backends agree, but a forward pass never produces NaN or ±inf from
+                    // sound weights: flag it (llama.cpp's `--check-tensors` finds the cause).
+                    return (m, Err(format!("element {i} is {y} in both backends: a non-finite output (check the weights with --check-tensors)")));
                 }
                 let d = (f64::from(x) - f64::from(y)).abs();
                 m.max_abs = m.max_abs.max(d);

@@ -84,6 +84,18 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// llama.cpp's `--check-tensors`: every weight scanned before anything runs; a file with a
+/// non-finite float, a zero or non-finite scale or an invalid ternary code is a load error
+/// whose message lists the tensors, elements and values found.
+pub fn check_weights(file: &GgufFile, shown: &str) -> Result<()> {
+    let report = gguf::check_tensors(file).map_err(|e| Error::load(format!("{shown}: {e}")))?;
+    if report.is_ok() {
+        Ok(())
+    } else {
+        Err(Error::load(format!("{shown}: {report}")))
+    }
+}
+
 impl Model {
     /// Opens, checks and lowers a GGUF model, builds its tokenizer, plans it on the chosen
     /// backends and binds its weights. Unreadable or unsupported files are
@@ -94,6 +106,9 @@ impl Model {
         let path = path.as_ref();
         let shown = path.display().to_string();
         let file = GgufFile::open(path).map_err(|e| Error::load(e.to_string()))?;
+        if options.check_tensors {
+            check_weights(&file, &shown)?;
+        }
         let opts = gguf::LowerOptions { lm_head_q8: options.lm_head == LmHead::Q8 };
         let lowered = gguf::lower_with(&file, opts).map_err(|e| Error::load(format!("{shown}: {e}")))?;
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| Error::load(format!("{shown}: tokenizer: {e}")))?;

@@ -27,6 +27,12 @@ pub fn run(a: &CheckArgs) -> Result<ExitCode> {
         eprintln!("loading {} …", path.display());
     }
     let file = GgufFile::open(&path)?;
+    if a.check_tensors {
+        runtime::model::check_weights(&file, &path.display().to_string())?;
+        if !quiet {
+            eprintln!("check-tensors: every weight is finite, every scale non-zero, every ternary code valid");
+        }
+    }
     let model = gguf::lower(&file).with_context(|| format!("lowering {}", path.display()))?;
     let tokens = Tokenizer::from_gguf(&file).context("building the tokenizer")?.tokenize(&a.prompt, true, false);
     let weights: Arc<dyn graph::WeightSource> = Arc::new(ModelWeights::new(file));

@@ -191,3 +191,43 @@ fn conflicting_and_out_of_range_flags_are_errors() {
         assert!(stdout(&o).contains(" 0 failed"), "{}", stdout(&o));
     }
 }
+
+/// A copy of tiny-i2_s with a NaN written into `output_norm.weight` (in a temp dir).
+fn nan_model(dir: &tempfile::TempDir) -> String {
+    let src = shared("models/tiny-i2_s.gguf");
+    let t = gguf::GgufFile::open(&src).unwrap().tensor("output_norm.weight").unwrap().clone();
+    let mut data = std::fs::read(&src).unwrap();
+    let at = t.abs_offset as usize + 4 * 3;
+    data[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let path = dir.path().join("nan.gguf");
+    std::fs::write(&path, data).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn check_tensors_refuses_a_nan_weight_and_check_flags_non_finite_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = nan_model(&dir);
+    // Without the flag the NaN runs through (llama.cpp's behaviour too) …
+    let o = bg(&["exec", &m, "-p", "hi", "-n", "2", "--temp", "0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // … with it, `exec`, `serve` and `check` refuse the file before running, naming the tensor.
+    for args in [
+        vec!["exec", &m, "-p", "hi", "-n", "2", "--check-tensors"],
+        vec!["serve", &m, "--port", "0", "--check-tensors"],
+        vec!["check", &m, "--check-tensors"],
+    ] {
+        let o = bg(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(e.contains("output_norm.weight") && e.contains("NaN"), "{args:?}: {e}");
+    }
+    // The clean model passes the scan.
+    let o = bg(&["exec", &tiny(), "-p", "hi", "-n", "2", "--check-tensors"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // `check` without the scan flags the non-finite outputs both backends agree on.
+    let o = bg(&["check", &m, "--candidate", "scalar", "--steps", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("non-finite output") && e.contains("`result_norm` (RmsNorm"), "{e}");
+}
