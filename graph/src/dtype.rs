@@ -26,6 +26,9 @@ pub enum DType {
     Q8_0,
     /// ggml Q4_0: blocks of 32 4-bit values with one f16 scale (18 bytes).
     Q4_0,
+    /// ggml Q6_K: 256-element super-blocks of 6-bit values (`ql[128]`, `qh[64]`, 16 `i8`
+    /// sub-block scales, f16 `d`: 210 bytes).
+    Q6K,
     /// bitnet.cpp I2_S: 2-bit ternary codes in 128-element groups, one f32 scale per tensor.
     I2S,
     /// ggml TQ1_0: base-3 packed ternary, 256-element blocks (54 bytes).
@@ -46,6 +49,7 @@ impl DType {
             DType::Q8K => "q8_k",
             DType::Q8_0 => "q8_0",
             DType::Q4_0 => "q4_0",
+            DType::Q6K => "q6_k",
             DType::I2S => "i2_s",
             DType::TQ1_0 => "tq1_0",
             DType::TQ2_0 => "tq2_0",
@@ -60,6 +64,7 @@ impl DType {
             DType::F16 | DType::BF16 => Some((1, 2)),
             DType::Q8_0 => Some((32, 34)),
             DType::Q4_0 => Some((32, 18)),
+            DType::Q6K => Some((256, 210)),
             DType::TQ1_0 => Some((256, 54)),
             DType::TQ2_0 => Some((256, 66)),
             DType::Q8K => Some((256, 260)),
@@ -69,7 +74,7 @@ impl DType {
 
     /// Whether this is a weight storage format that kernels decode (not an activation type).
     pub fn is_quantized_weight(self) -> bool {
-        matches!(self, DType::Q8_0 | DType::Q4_0 | DType::I2S | DType::TQ1_0 | DType::TQ2_0)
+        matches!(self, DType::Q8_0 | DType::Q4_0 | DType::Q6K | DType::I2S | DType::TQ1_0 | DType::TQ2_0)
     }
 
     /// Byte size of a tensor of this type whose innermost (contiguous) dimension is `row`

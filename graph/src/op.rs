@@ -124,7 +124,8 @@ pub enum Op {
     /// Per-256-block int8 activation quantization for TQ weights: `x [T, K]` f32 →
     /// `[T, K]` q8_k (reference README-more-models §4.2).
     QuantizeQ8K,
-    /// Ternary block matmul: `w [M, K]` tq2_0 or tq1_0, `x [T, K]` q8_k → `[T, M]` f32.
+    /// Block matmul against Q8_K activations: `w [M, K]` tq2_0, tq1_0 (ternary) or q6_k (a
+    /// Q6_K LM head), `x [T, K]` q8_k → `[T, M]` f32.
     MatMulTQ,
     /// Reinterprets the input with another shape of the same element count.
     Reshape {
@@ -227,7 +228,7 @@ fn want_shape(inputs: &[&TensorFact], i: usize, expected: Shape) -> Result<(), I
     }
 }
 
-const FLOAT_TABLES: &[DType] = &[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0];
+const FLOAT_TABLES: &[DType] = &[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q6K];
 
 impl Op {
     /// The op's kind (exhaustive: a new variant must be given a kind in [`with_op_kinds!`]).
@@ -393,7 +394,7 @@ impl Op {
                 let (wty, xty): (&[DType], DType) = match self {
                     Op::MatMulI2S => (&[DType::I2S], DType::Q8Tok),
                     Op::MatMulQ8_0 => (&[DType::Q8_0, DType::Q4_0], DType::F32),
-                    Op::MatMulTQ => (&[DType::TQ2_0, DType::TQ1_0], DType::Q8K),
+                    Op::MatMulTQ => (&[DType::TQ2_0, DType::TQ1_0, DType::Q6K], DType::Q8K),
                     _ => (&[DType::F16], DType::F32),
                 };
                 want_dtype(inputs, 0, wty)?;

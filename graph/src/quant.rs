@@ -126,6 +126,50 @@ pub fn decode_q4_0(data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Bytes per Q6_K block: `ql[128]`, `qh[64]`, `scales[16]` (i8), f16 `d`.
+pub const Q6K_BLOCK_BYTES: usize = 210;
+
+/// The 256 signed 6-bit values (`q − 32`, in −32..31) of a Q6_K block, in element order
+/// (ggml `dequantize_row_q6_K`): per half `h` (128 elements; `ql[64h..]`, `qh[32h..]`) and
+/// `l` in 0..32, element `128h + l` is the low nibble of `ql[l]`, `+32` the low nibble of
+/// `ql[l + 32]`, `+64` the high nibble of `ql[l]`, `+96` the high nibble of `ql[l + 32]`;
+/// their two high bits are bits 0-1, 2-3, 4-5 and 6-7 of `qh[l]`.
+pub fn q6k_values(blk: &[u8]) -> [i8; 256] {
+    let mut v = [0i8; 256];
+    for h in 0..2 {
+        let (ql, qh) = (&blk[64 * h..64 * h + 64], &blk[128 + 32 * h..128 + 32 * h + 32]);
+        let y = &mut v[128 * h..128 * h + 128];
+        for l in 0..32 {
+            let hi = |s: u32| ((qh[l] >> s) & 3) << 4;
+            y[l] = ((ql[l] & 0xF) | hi(0)) as i8 - 32;
+            y[l + 32] = ((ql[l + 32] & 0xF) | hi(2)) as i8 - 32;
+            y[l + 64] = ((ql[l] >> 4) | hi(4)) as i8 - 32;
+            y[l + 96] = ((ql[l + 32] >> 4) | hi(6)) as i8 - 32;
+        }
+    }
+    v
+}
+
+/// The scale of sub-block `j` (elements `16j..16j+16`) of a Q6_K block.
+#[inline]
+pub fn q6k_scale(blk: &[u8], j: usize) -> i8 {
+    blk[192 + j] as i8
+}
+
+/// Decodes Q6_K blocks as ggml's `dequantize_row_q6_K`: `x = f32(f32(d)·sc)·q`, `d` from
+/// f16, `sc` the element's sub-block scale, `q` from [`q6k_values`].
+pub fn decode_q6_k(data: &[u8], out: &mut [f32]) {
+    for (b, chunk) in out.chunks_mut(256).enumerate() {
+        let blk = &data[Q6K_BLOCK_BYTES * b..Q6K_BLOCK_BYTES * (b + 1)];
+        let d = f16_at(blk, 208);
+        let q = q6k_values(blk);
+        for (i, o) in chunk.iter_mut().enumerate() {
+            let ds: f32 = d * f32::from(q6k_scale(blk, i / 16));
+            *o = ds * f32::from(q[i]);
+        }
+    }
+}
+
 /// Code (0/1/2) of element `i` (0..256) of a TQ2_0 block's `qs[64]`: bytes 0..31 hold
 /// elements 0..127, bytes 32..63 elements 128..255; element `32·l + m` of a half is in
 /// byte m at bits `2l+1..2l` (least significant pair first).
@@ -246,6 +290,22 @@ mod tests {
         assert_eq!(out[32], -0.5);
         assert_eq!(out[97], 0.5);
         assert_eq!(out[1], 0.0);
+    }
+
+    #[test]
+    fn q6k_layout_by_hand() {
+        let mut blk = [0u8; Q6K_BLOCK_BYTES];
+        blk[0] = 0x21; // ql[0]: element 0 low nibble 1, element 64 high nibble 2
+        blk[128] = 0b11_10_01_00; // qh[0]: high bits of elements 0, 32, 64, 96 = 0, 1, 2, 3
+        blk[160] = 0b01; // qh[32]: element 128 high bits 1
+        blk[192] = 2; // scale of elements 0..16
+        blk[196] = 0xFF; // scale −1 of elements 64..80
+        blk[208..].copy_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        let v = q6k_values(&blk);
+        assert_eq!((v[0], v[32], v[64], v[96], v[128], v[1]), (1 - 32, 16 - 32, 2 + 32 - 32, 48 - 32, 16 - 32, -32));
+        let mut out = [0.0f32; 256];
+        decode_q6_k(&blk, &mut out);
+        assert_eq!((out[0], out[64], out[16]), (0.5 * 2.0 * -31.0, -0.5 * 2.0, 0.0));
     }
 
     proptest! {

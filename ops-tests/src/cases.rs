@@ -212,6 +212,18 @@ fn q4_0_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
     out
 }
 
+/// `m·k/256` Q6_K blocks: random 6-bit values and sub-block scales (any i8, −128 included),
+/// a finite f16 `d` (sometimes 0).
+pub fn q6k_rows(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..m * k / 256 {
+        out.extend((0..208).map(|_| rng.next_u64() as u8));
+        let d = if rng.below(16) == 0 { 0.0 } else { rng.f32(-0.01, 0.01) };
+        out.extend(f16::from_f32(d).to_le_bytes());
+    }
+    out
+}
+
 /// Generates one case of an op of `kind` from `rng`; `None` for the kinds that have no
 /// kernel (graph inputs, weights, views). The match lists every kind, so an op added to the
 /// graph without a case here does not compile.
@@ -225,8 +237,12 @@ pub fn case(kind: OpKind, rng: &mut Rng) -> Option<OpCase> {
         | OpKind::Weight
         | OpKind::Reshape => return None,
         OpKind::Embedding => {
-            let dtype = rng.pick(&[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0]);
-            let d = if matches!(dtype, DType::Q8_0 | DType::Q4_0) { 32 * (1 + rng.below(8)) } else { rng.pick(AWKWARD) };
+            let dtype = rng.pick(&[DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q6K]);
+            let d = match dtype {
+                DType::Q8_0 | DType::Q4_0 => 32 * (1 + rng.below(8)),
+                DType::Q6K => 256 * (1 + rng.below(3)),
+                _ => rng.pick(AWKWARD),
+            };
             let v = 1 + rng.below(50);
             let t = rng.pick(TOKENS);
             let row = dtype.nbytes(d, 1).unwrap();
@@ -236,6 +252,9 @@ pub fn case(kind: OpKind, rng: &mut Rng) -> Option<OpCase> {
             }
             if dtype == DType::BF16 {
                 table = (0..v * d).flat_map(|_| half::bf16::from_f32(rng.f32(-2.0, 2.0)).to_le_bytes()).collect();
+            }
+            if dtype == DType::Q6K {
+                table = q6k_rows(rng, v, d);
             }
             if matches!(dtype, DType::F16 | DType::Q8_0 | DType::Q4_0) {
                 // keep scales finite: rewrite f16 values / block scales with random finite ones
@@ -340,9 +359,12 @@ pub fn case(kind: OpKind, rng: &mut Rng) -> Option<OpCase> {
         }
         OpKind::MatMulTQ => {
             let (m, k, t) = (rng.pick(ROWS), 256 * rng.pick(&[1, 2, 3, 10, 27]), rng.pick(TOKENS));
-            let wty = rng.pick(&[DType::TQ2_0, DType::TQ1_0]);
+            let wty = rng.pick(&[DType::TQ2_0, DType::TQ1_0, DType::Q6K]);
             let mut w = Vec::new();
-            for _ in 0..m * k / 256 {
+            if wty == DType::Q6K {
+                w = q6k_rows(rng, m, k);
+            }
+            for _ in 0..if wty == DType::Q6K { 0 } else { m * k / 256 } {
                 let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
                 let d = f16::from_f32(rng.f32(0.001, 0.1));
                 if wty == DType::TQ2_0 {

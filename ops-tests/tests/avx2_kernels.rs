@@ -650,14 +650,18 @@ fn matmul_tq_bit_exact() {
     let Some(a) = avx2() else { return };
     let mut rng = Rng::new(12);
     let mut n = 0;
-    for wty in [DType::TQ2_0, DType::TQ1_0] {
+    for wty in [DType::TQ2_0, DType::TQ1_0, DType::Q6K] {
         for &mb in &TQ_BLOCKS {
             let k = 256 * mb;
             for m in [1usize, 4, 7, 12, 33] {
                 for t in [1usize, 2, 3, 5, 8] {
                     for acts in [Q8kActs::Random, Q8kActs::Max, Q8kActs::Min, Q8kActs::ZeroBlocks, Q8kActs::Quantized] {
                         let raw = n % 5 == 4;
-                        let w = tq_weights(&mut rng, wty, m, k, raw);
+                        let w = if wty == DType::Q6K {
+                            ops_tests::cases::q6k_rows(&mut rng.0, m, k)
+                        } else {
+                            tq_weights(&mut rng, wty, m, k, raw)
+                        };
                         let x = q8k_rows(&mut rng, t, k, acts);
                         let (wo, xo) = (1 + n % 31, (n * 7) % 31);
                         let id = format!("MatMulTQ(w={wty}[{m},{k}],raw={raw},t={t},acts={acts:?},off={wo}/{xo})");
@@ -874,7 +878,9 @@ fn plans_and_kernel_names() {
     assert!(name(&Op::QuantizeQ8K, &[&f(DType::F32, &[1, 384])]).is_none(), "K % 256 != 0");
     assert!(name(&Op::QuantizeQ8K, &[&f(DType::F16, &[1, 512])]).is_none());
     let xk = f(DType::Q8K, &[1, 512]);
-    for (wty, prefix) in [(DType::TQ2_0, "vec_dot_tq2_0_q8_k_"), (DType::TQ1_0, "vec_dot_tq1_0_q8_k_")] {
+    for (wty, prefix) in
+        [(DType::TQ2_0, "vec_dot_tq2_0_q8_k_"), (DType::TQ1_0, "vec_dot_tq1_0_q8_k_"), (DType::Q6K, "vec_dot_q6_k_q8_k_")]
+    {
         let w = f(wty, &[8, 512]);
         assert!(name(&Op::MatMulTQ, &[&w, &xk]).unwrap().starts_with(prefix), "{wty}");
         assert!(name(&Op::MatMulTQ, &[&w, &xf2]).is_none(), "{wty} × f32");

@@ -519,7 +519,8 @@ pub(crate) fn matmul_tq(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<
     let kind = match wty {
         DType::TQ2_0 => TqKind::Tq2,
         DType::TQ1_0 => TqKind::Tq1,
-        other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take tq2_0 and tq1_0"))),
+        DType::Q6K => TqKind::Q6k,
+        other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take tq2_0, tq1_0 and q6_k"))),
     };
     let (m, k) = match *inputs[0].dims {
         [m, k] => (m, k),

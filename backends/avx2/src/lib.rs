@@ -14,7 +14,7 @@
 //!
 //! Supported ops (each bit-exact with the scalar backend; see [`Avx2Backend`]): RmsNorm,
 //! QuantizeI8, MatMulI2S, MatMulF16, MatMulQ8_0 (Q8_0 and Q4_0 weights), QuantizeQ8K,
-//! MatMulTQ (TQ2_0 and TQ1_0 weights), Attention, Rope, Add, Mul, Relu, Sqr, Silu,
+//! MatMulTQ (TQ2_0, TQ1_0 and Q6_K weights), Attention, Rope, Add, Mul, Relu, Sqr, Silu,
 //! SelectOutputs. Embedding and every other op (Scale) run on the next backend.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -97,6 +97,7 @@ pub fn disabled_by_env() -> bool {
 /// | MatMulQ8_0 (Q4_0 weights) | `quantize_row_q8_0_act_avx2` + `vec_dot_q4_0_q8_0_avx2` tiles | bit-exact, incl. the −128 sign quirk |
 /// | QuantizeQ8K | `quantize_row_q8_k_avx2` | bit-exact (first-max sign, ties to even, non-finite scales) |
 /// | MatMulTQ | `vec_dot_tq2_0_q8_k_avx2` / `vec_dot_tq1_0_q8_k_avx2`, one row × ≤ 4 tokens | bit-exact (exact integer lanes, mul then add, no fma) |
+/// | MatMulTQ (Q6_K weights) | `vec_dot_q6_k_q8_k_1xN_avx2` (ggml's `maddubs`/`madd` lanes, fma) | bit-exact |
 /// | Attention | f16 KV store, dot16 scores, `softmax_f32_avx2`, dot16 / dotblas values | bit-exact |
 /// | Rope | `rope_neox_f32_avx2` / `rope_norm_f32_avx2`: the scalar's angles (same libm calls), 8 NeoX pairs per vector, tokens in parallel | bit-exact (mul, then fma, as the scalar) |
 /// | Add, Mul, Relu, Sqr, Silu | `{op}_f32_avx2` | bit-exact |
@@ -277,7 +278,7 @@ impl Backend for Avx2Backend {
             Op::QuantizeQ8K if d == [F32] && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0) => {
                 kernel("quantize_row_q8_k_avx2", move |i, o, _| quantize_q8_k(isa, "QuantizeQ8K", i, o))
             }
-            Op::MatMulTQ if (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0) => {
+            Op::MatMulTQ if (d == [TQ2_0, Q8K] || d == [TQ1_0, Q8K] || d == [Q6K, Q8K]) && fixed_last(inputs, 0).is_some_and(|k| k % 256 == 0) => {
                 kernel(format!("vec_dot_{}_q8_k_1x{TQ_TOKENS}_avx2", d[0]), move |i, o, _| matmul_tq(isa, i, o))
             }
             &Op::Attention { n_head, n_head_kv, head_dim, scale, .. } if d == [F32, F32, F32, I32, I32] => {

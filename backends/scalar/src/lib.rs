@@ -62,7 +62,7 @@ impl Backend for ScalarBackend {
     }
 
     /// Every op, on every input type the op admits (the embedding table: F32, F16, BF16,
-    /// Q8_0, Q4_0). One arm per kernel: its name and the function that runs.
+    /// Q8_0, Q4_0, Q6_K). One arm per kernel: its name and the function that runs.
     fn plan(&self, op: &Op, inputs: &[&TensorFact]) -> Option<Kernel> {
         if inputs.len() != op.arity() {
             return None;
@@ -75,7 +75,7 @@ impl Backend for ScalarBackend {
             | Op::InputOutputRows
             | Op::Weight { .. }
             | Op::Reshape { .. } => None,
-            Op::Embedding if matches!(wty, DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4_0) => {
+            Op::Embedding if matches!(wty, DType::F32 | DType::F16 | DType::BF16 | DType::Q8_0 | DType::Q4_0 | DType::Q6K) => {
                 kernel(format!("get_rows_{wty}_ref"), |i, o, _| embedding(i, o))
             }
             Op::Embedding => None,
@@ -174,6 +174,7 @@ impl Backend for ScalarBackend {
                 let dot = match wty {
                     DType::TQ1_0 => k::vec_dot_tq1_0_q8_k,
                     DType::TQ2_0 => k::vec_dot_tq2_0_q8_k,
+                    DType::Q6K => k::vec_dot_q6_k_q8_k,
                     _ => return None,
                 };
                 kernel(format!("vec_dot_{wty}_q8_k_ref"), move |i, o, _| {
@@ -292,6 +293,7 @@ fn embedding(inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
             DType::BF16 => graph::quant::decode_bf16(row, orow),
             DType::Q8_0 => graph::quant::decode_q8_0(row, orow),
             DType::Q4_0 => graph::quant::decode_q4_0(row, orow),
+            DType::Q6K => graph::quant::decode_q6_k(row, orow),
             other => return Err(fail(op, format!("no embedding lookup for {other}"))),
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! What is checked, per type (layouts in docs/format.md §2):
 //! - F32, F16, BF16: every element is finite.
-//! - Q8_0, Q4_0: every block's f16 scale `d` is finite.
+//! - Q8_0, Q4_0, Q6_K: every block's f16 scale `d` is finite.
 //! - I2_S: no 2-bit code is 3, and the per-tensor f32 scale is finite and non-zero.
 //! - TQ2_0: every block's f16 scale is finite and no 2-bit code is 3.
 //! - TQ1_0: every block's f16 scale is finite. Its codes cannot be invalid: every byte
@@ -182,9 +182,9 @@ fn check_tensor(file: &GgufFile, t: &TensorInfo) -> Result<Option<BadTensor>> {
                 }
             })?;
         }
-        DType::Q8_0 | DType::Q4_0 | DType::TQ1_0 | DType::TQ2_0 => {
+        DType::Q8_0 | DType::Q4_0 | DType::Q6K | DType::TQ1_0 | DType::TQ2_0 => {
             let Some((_, size)) = t.dtype.block() else { return Ok(None) };
-            // Q8_0 and Q4_0 blocks start with `d`; TQ1_0 and TQ2_0 blocks end with it.
+            // Q8_0 and Q4_0 blocks start with `d`; Q6_K, TQ1_0 and TQ2_0 blocks end with it.
             let d_at = if matches!(t.dtype, DType::Q8_0 | DType::Q4_0) { 0 } else { size - 2 };
             for_chunks(file, t, t.nbytes, size, |start, bytes| {
                 let base = start / size as u64;

@@ -13,13 +13,18 @@ use half::{bf16, f16};
 
 const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models");
 
+/// The Q6_K-embedding model, which sits outside `models/` (relative to it).
+const Q6K_MODEL: &str = "../models-q6k/tiny-i2_s-q6k.gguf";
+
 fn model(name: &str) -> PathBuf {
     Path::new(MODELS).join(name)
 }
 
 #[test]
 fn shared_models_are_clean() {
-    for name in ["tiny-i2_s.gguf", "b1-spm-i2_s.gguf", "llama-tern-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf"] {
+    let names =
+        ["tiny-i2_s.gguf", "b1-spm-i2_s.gguf", "llama-tern-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf", Q6K_MODEL];
+    for name in names {
         let f = GgufFile::open(model(name)).unwrap();
         let r = check_tensors(&f).unwrap();
         assert!(r.is_ok(), "{name}: {r}");
@@ -111,6 +116,10 @@ fn i2s_code_3_and_bad_scales() {
 
 #[test]
 fn block_scales_and_tq2_codes() {
+    // Q6_K: 210-byte blocks, f16 d last.
+    let p = Problem::BadScale { block: Some(3), value: f32::NEG_INFINITY };
+    let f = patched(Q6K_MODEL, "token_embd.weight", 3 * 210 + 208, &half::f16::NEG_INFINITY.to_le_bytes());
+    assert_one(&f, "token_embd.weight", DType::Q6K, p, "scale of block 3 is -inf");
     // Q8_0: 34-byte blocks, f16 d first.
     let f = patched("b1-spm-i2_s.gguf", "token_embd.weight", 7 * 34, &f16::INFINITY.to_le_bytes());
     let p = Problem::BadScale { block: Some(7), value: f32::INFINITY };

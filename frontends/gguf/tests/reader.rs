@@ -357,6 +357,8 @@ fn all_shared_models_open() {
         names,
         ["b1-spm-i2_s.gguf", "b158-spm-tq1_0.gguf", "b158-spm-tq2_0.gguf", "llama-tern-i2_s.gguf", "tiny-i2_s.gguf"]
     );
+    // The Q6_K-embedding model sits outside `models/` (../shared/reference/README.md §7.1).
+    paths.push(std::path::Path::new(MODELS).join("../models-q6k/tiny-i2_s-q6k.gguf"));
     for p in &paths {
         let f = GgufFile::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(f.version == 2 || f.version == 3);

@@ -28,6 +28,7 @@ pub(crate) mod f16;
 pub(crate) mod i2s;
 pub(crate) mod norm;
 pub(crate) mod q4_0;
+pub(crate) mod q6k;
 pub(crate) mod q8_0;
 pub(crate) mod q8_k;
 pub(crate) mod quant;
@@ -86,6 +87,22 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
         let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
         _mm_cvtsi128_si32(s)
     }
+}
+
+/// ggml's `hsum_float_8` of each vector: `r_j = l_j + l_{j+4}`, then `(r0 + r2) + (r1 + r3)`.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[inline(always)]
+unsafe fn hsum_float_8_each<const N: usize>(acc: &[__m256; N]) -> [f32; N] {
+    let mut out = [0.0f32; N];
+    for (o, v) in out.iter_mut().zip(acc) {
+        // SAFETY: the caller guarantees AVX.
+        let l = unsafe { lanes(*v) };
+        let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
+        *o = (r[0] + r[2]) + (r[1] + r[3]);
+    }
+    out
 }
 
 /// The eight f32 lanes of a vector, lane 0 first.

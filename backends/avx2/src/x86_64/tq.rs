@@ -27,7 +27,7 @@
 use std::arch::x86_64::*;
 
 use super::q8_k::BLOCK_BYTES as Q8K_BLOCK_BYTES;
-use super::{lanes, load_f16x1, Isa};
+use super::{hsum_float_8_each, load_f16x1, Isa};
 
 /// Bytes per TQ2_0 block: `qs[64]`, f16 `d`.
 pub(crate) const TQ2_0_BLOCK_BYTES: usize = 66;
@@ -41,6 +41,8 @@ pub(crate) enum TqKind {
     Tq2,
     /// TQ1_0 (base-3 packed).
     Tq1,
+    /// Q6_K (the Q6_K LM head; [`super::q6k`], which needs no chunk sums).
+    Q6k,
 }
 
 impl TqKind {
@@ -49,12 +51,13 @@ impl TqKind {
         match self {
             TqKind::Tq2 => TQ2_0_BLOCK_BYTES,
             TqKind::Tq1 => TQ1_0_BLOCK_BYTES,
+            TqKind::Q6k => super::q6k::Q6K_BLOCK_BYTES,
         }
     }
 }
 
 impl Isa {
-    /// `out[n] = vec_dot_tq{2,1}_0_q8_k(w, activation n)` over `nb` blocks.
+    /// `out[n] = vec_dot_{tq2_0,tq1_0,q6_k}_q8_k(w, activation n)` over `nb` blocks.
     ///
     /// `w` is one weight row (`nb` blocks of `kind.block_bytes()`); activation `n` starts
     /// at byte `n·a_stride` of `a` (`nb` Q8_K blocks of 260 bytes); its chunk sums
@@ -84,6 +87,7 @@ impl Isa {
             match kind {
                 TqKind::Tq2 => tq_dots_entry::<Tq2, N>(w.as_ptr(), a.as_ptr(), a_stride, bsums.as_ptr(), bs_stride, nb),
                 TqKind::Tq1 => tq_dots_entry::<Tq1, N>(w.as_ptr(), a.as_ptr(), a_stride, bsums.as_ptr(), bs_stride, nb),
+                TqKind::Q6k => super::q6k::q6k_dots_entry::<N>(w.as_ptr(), a.as_ptr(), a_stride, nb),
             }
         }
     }
@@ -267,12 +271,6 @@ unsafe fn tq_dots_body<B: TqBlock, const N: usize>(
                 *acc_n = _mm256_add_ps(*acc_n, _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d)));
             }
         }
-        let mut out = [0.0f32; N];
-        for (o, v) in out.iter_mut().zip(&acc) {
-            let l = lanes(*v);
-            let r = [l[0] + l[4], l[1] + l[5], l[2] + l[6], l[3] + l[7]];
-            *o = (r[0] + r[2]) + (r[1] + r[3]);
-        }
-        out
+        hsum_float_8_each(&acc)
     }
 }

@@ -20,11 +20,13 @@
 //! - The Q8_0 activation quantizer and the Q8_0 × Q8_0 block dot product: [`q8_0`].
 //! - The Q4_0 × Q8_0 block dot product (Q4_0 output head): [`q4_0`].
 //! - The Q8_K activation quantizer and the TQ2_0 / TQ1_0 × Q8_K dot products: [`tq`].
+//! - The Q6_K × Q8_K block dot product (Q6_K output head): [`q6k`].
 
 pub mod f16dot;
 pub mod i2s;
 pub mod norm;
 pub mod q4_0;
+pub mod q6k;
 pub mod q8_0;
 pub mod rope;
 pub mod softmax;
@@ -34,6 +36,7 @@ pub use f16dot::{f16_round, vec_dot_f16, vec_dot_f16_f32};
 pub use i2s::{i2s_output, quantize_row_i8, vec_dot_i2s_i8};
 pub use norm::rms_norm_f32;
 pub use q4_0::{vec_dot_q4_0_q8_0, Q4_0_BLOCK, Q4_0_BLOCK_BYTES};
+pub use q6k::vec_dot_q6_k_q8_k;
 pub use q8_0::{quantize_row_q8_0_act, vec_dot_q8_0_q8_0, Q8_0_BLOCK, Q8_0_BLOCK_BYTES};
 pub use rope::rope_f32;
 pub use softmax::{softmax_f32, vexp_f32};

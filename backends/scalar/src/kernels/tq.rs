@@ -115,6 +115,12 @@ fn tq_dot(nb: usize, a: &[u8], dw: impl Fn(usize) -> f32, codes: impl Fn(usize, 
             *lane += p;
         }
     }
+    hsum_float_8(&acc)
+}
+
+/// ggml's `hsum_float_8`: `r_j = f32(acc[j] + acc[j+4])` (j = 0..3), then
+/// `f32(f32(r0 + r2) + f32(r1 + r3))`.
+pub(crate) fn hsum_float_8(acc: &[f32; 8]) -> f32 {
     let r = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
     (r[0] + r[2]) + (r[1] + r[3])
 }

@@ -98,7 +98,7 @@ impl<'f> Lowerer<'f> {
                 };
                 Ok(self.b.add(name, Op::MatMulI2S, &[w, xq])?)
             }
-            graph::DType::TQ1_0 | graph::DType::TQ2_0 => {
+            graph::DType::TQ1_0 | graph::DType::TQ2_0 | graph::DType::Q6K => {
                 let xq = match self.quantized_k.get(&x) {
                     Some(&q) => q,
                     None => {
