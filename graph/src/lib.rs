@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod attn_tiles;
 pub mod dtype;
 pub mod dump;
 mod error;

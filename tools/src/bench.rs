@@ -7,7 +7,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use runtime::{Batch, Event, Request, SamplingParams};
+use graph::{ExecConfig, Executor};
+use runtime::{Batch, Event, Model, Request, SamplingParams};
 
 use crate::cli::BenchArgs;
 use crate::{load, out};
@@ -20,11 +21,19 @@ struct BenchReport {
     threads: usize,
     n_prompt: usize,
     n_gen: usize,
+    /// Tokens in the KV cache before each measurement (`-d`).
+    n_depth: usize,
     reps: usize,
     pp_tok_s: f64,
     pp_stddev: f64,
     tg_tok_s: f64,
     tg_stddev: f64,
+    /// `-pg PP,TG`: prompt and generated tokens of the combined measurement (0 when not asked).
+    pg_prompt: usize,
+    pg_gen: usize,
+    /// (PP + TG) / time of the combined measurement.
+    pg_tok_s: f64,
+    pg_stddev: f64,
     /// The probe's best pass (the roofline's bandwidth).
     bandwidth_gb_s: f64,
     /// The probe's median pass and `(best − worst) / median` over its passes.
@@ -209,9 +218,64 @@ fn run_parallel(a: &BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A single sequence driven straight through an executor, as llama-bench drives
+/// `llama_decode`: prompts in chunks of `ubatch` tokens with the last row's logits, decode
+/// one token per step fed back greedily.
+struct Solo<'m> {
+    model: &'m Model,
+    ex: Executor,
+    ubatch: usize,
+}
+
+impl Solo<'_> {
+    /// Processes `tokens` at positions `pos0..`; returns the greedy next token.
+    fn prompt(&mut self, tokens: &[u32], pos0: usize) -> Result<u32> {
+        let mut next = 0;
+        for (c, chunk) in tokens.chunks(self.ubatch).enumerate() {
+            let (ex, p) = (&mut self.ex, pos0 + c * self.ubatch);
+            next = self.model.install(|| ex.forward(chunk, p, 1).map(|l| runtime::sampler::argmax(l) as u32))?;
+        }
+        Ok(next)
+    }
+
+    /// `n` one-token steps from `first` at positions `pos0..`, each token the previous
+    /// step's greedy choice.
+    fn decode(&mut self, first: u32, pos0: usize, n: usize) -> Result<()> {
+        let mut tok = first;
+        for k in 0..n {
+            let ex = &mut self.ex;
+            tok = self.model.install(|| ex.forward(&[tok], pos0 + k, 1).map(|l| runtime::sampler::argmax(l) as u32))?;
+        }
+        Ok(())
+    }
+
+    /// Runs `f`, profiling it when `profile` (then prints the profile of `n` tokens).
+    fn timed(&mut self, what: &str, profile: bool, n: usize, f: impl FnOnce(&mut Self) -> Result<()>) -> Result<f64> {
+        self.ex.set_profiling(profile);
+        let t = Instant::now();
+        f(self)?;
+        let secs = t.elapsed().as_secs_f64();
+        if profile {
+            print_profile(what, secs, n, &self.ex.profile());
+            self.ex.set_profiling(false);
+        }
+        Ok(secs)
+    }
+}
+
+/// The `-pg PP,TG` pair, checked.
+fn pg_pair(pg: &[usize]) -> Result<Option<(usize, usize)>> {
+    match pg {
+        [] => Ok(None),
+        [pp, tg] if *pp > 0 && *tg > 0 => Ok(Some((*pp, *tg))),
+        _ => bail!("--pg takes two positive counts, PP,TG (got {pg:?})"),
+    }
+}
+
 /// Runs `bench`.
 pub fn run(a: &BenchArgs) -> Result<ExitCode> {
-    if a.n_prompt == 0 && a.n_gen == 0 {
+    let pg = pg_pair(&a.pg)?;
+    if a.n_prompt == 0 && a.n_gen == 0 && pg.is_none() {
         bail!("nothing to measure: -p and -n are both 0");
     }
     if a.reps == 0 {
@@ -221,69 +285,93 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         bail!("--ubatch must be at least 1");
     }
     if !a.parallel.is_empty() {
+        if a.n_depth > 0 || pg.is_some() {
+            bail!("--parallel measures from an empty cache: -d and --pg cannot be used with it");
+        }
         return run_parallel(a);
     }
+    let (pg_pp, pg_tg) = pg.unwrap_or((0, 0));
     let mut opts = load::options(&a.run, 1);
-    let n_ctx = a.n_prompt.max(a.n_gen).max(1);
+    // Positions the longest measurement reaches: the depth, then the test's own tokens.
+    let Some(n_ctx) = a.n_prompt.max(a.n_gen).max(pg_pp.saturating_add(pg_tg)).max(1).checked_add(a.n_depth) else {
+        bail!("-d {} is too large", a.n_depth);
+    };
     opts.n_ctx = Some(a.run.ctx_size.unwrap_or(n_ctx));
     let model = load::load(&a.model, &opts, a.json)?;
     let hp = model.hparams();
     if n_ctx > hp.n_ctx_train {
-        bail!("-p/-n of {n_ctx} exceed the model's context of {}", hp.n_ctx_train);
+        bail!("-d + -p/-n/--pg reach {n_ctx} positions, beyond the model's context of {}", hp.n_ctx_train);
     }
     if n_ctx > model.n_ctx() {
-        bail!("-p/-n of {n_ctx} exceed --ctx-size {}", model.n_ctx());
+        bail!("-d + -p/-n/--pg reach {n_ctx} positions, beyond --ctx-size {}", model.n_ctx());
     }
     let backend = model.program().backends()[0].name();
     let threads = model.threads();
     let tokens = bench_tokens(a.n_prompt, hp.n_vocab, 0);
+    let pg_tokens = bench_tokens(pg_pp, hp.n_vocab, 2);
     if !a.json {
-        eprintln!("bench: {backend}, {threads} threads, pp{} tg{} × {} reps (+1 warm-up)", a.n_prompt, a.n_gen, a.reps);
+        let pg_txt = pg.map_or(String::new(), |(p, t)| format!(" pg{p},{t}"));
+        let d_txt = if a.n_depth > 0 { format!(" at depth {}", a.n_depth) } else { String::new() };
+        eprintln!(
+            "bench: {backend}, {threads} threads, pp{} tg{}{pg_txt}{d_txt} × {} reps (+1 warm-up)",
+            a.n_prompt, a.n_gen, a.reps
+        );
     }
-    let mut batch = Batch::new(model.clone())?;
-    let (mut pp, mut tg) = (Vec::new(), Vec::new());
+    let ubatch = model.options().ubatch.min(model.n_ctx());
+    let ex = Executor::new(model.program().clone(), ExecConfig::solo(model.n_ctx(), ubatch))?;
+    let mut solo = Solo { model: &model, ex, ubatch };
+    // The depth is filled once: every measurement then writes positions from `depth` on,
+    // over what the one before wrote there (attention reads positions up to its own only).
+    let depth = a.n_depth;
+    if depth > 0 {
+        let t = Instant::now();
+        solo.prompt(&bench_tokens(depth, hp.n_vocab, 1), 0)?;
+        if !a.json {
+            eprintln!("  depth {depth}: {:.2} tok/s (untimed fill)", depth as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let (mut pp, mut tg, mut pgv) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..=a.reps {
         let profile = a.profile && rep == a.reps;
         if a.n_prompt > 0 {
-            batch.executor_mut().set_profiling(profile);
-            batch.add(Request::new(tokens.clone(), SamplingParams::greedy(0)))?;
-            let t = Instant::now();
-            batch.run_to_end()?;
+            let secs = solo.timed("prefill", profile, a.n_prompt, |s| s.prompt(&tokens, depth).map(drop))?;
             if rep > 0 {
-                pp.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
-            }
-            if profile {
-                print_profile("prefill", t.elapsed().as_secs_f64(), a.n_prompt, &batch.executor_mut().profile());
-                batch.executor_mut().set_profiling(false);
+                pp.push(a.n_prompt as f64 / secs);
             }
         }
         if a.n_gen > 0 {
-            // n_gen forward passes of one token each from an empty cache: a one-token
-            // prompt, then n_gen − 1 generated tokens fed back (greedy).
-            batch.executor_mut().set_profiling(profile);
-            let mut params = SamplingParams::greedy(a.n_gen);
-            params.ignore_eos = true;
-            batch.add(Request::new(vec![1], params))?;
-            let t = Instant::now();
-            batch.run_to_end()?;
+            // n_gen forward passes of one token each after the depth: token 1, then
+            // n_gen − 1 generated tokens fed back (greedy).
+            let secs = solo.timed("decode", profile, a.n_gen, |s| s.decode(1, depth, a.n_gen))?;
             if rep > 0 {
-                tg.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+                tg.push(a.n_gen as f64 / secs);
             }
-            if profile {
-                print_profile("decode", t.elapsed().as_secs_f64(), a.n_gen, &batch.executor_mut().profile());
-                batch.executor_mut().set_profiling(false);
+        }
+        if let Some((p, t)) = pg {
+            let secs = solo.timed("prompt+generation", profile, p + t, |s| {
+                let first = s.prompt(&pg_tokens, depth)?;
+                s.decode(first, depth + p, t)
+            })?;
+            if rep > 0 {
+                pgv.push((p + t) as f64 / secs);
             }
         }
         if !a.json && rep > 0 {
-            eprintln!(
-                "  rep {rep}: pp {:.2} tok/s, tg {:.2} tok/s",
-                pp.last().copied().unwrap_or(0.0),
-                tg.last().copied().unwrap_or(0.0)
-            );
+            let mut line = format!("  rep {rep}:");
+            if a.n_prompt > 0 {
+                line += &format!(" pp {:.2} tok/s", pp.last().copied().unwrap_or(0.0));
+            }
+            if a.n_gen > 0 {
+                line += &format!(" tg {:.2} tok/s", tg.last().copied().unwrap_or(0.0));
+            }
+            if pg.is_some() {
+                line += &format!(" pg {:.2} tok/s", pgv.last().copied().unwrap_or(0.0));
+            }
+            eprintln!("{line}");
         }
     }
-    let (pp_m, pp_sd) = if pp.is_empty() { (0.0, 0.0) } else { mean_sd(&pp) };
-    let (tg_m, tg_sd) = if tg.is_empty() { (0.0, 0.0) } else { mean_sd(&tg) };
+    let stats = |v: &[f64]| if v.is_empty() { (0.0, 0.0) } else { mean_sd(v) };
+    let ((pp_m, pp_sd), (tg_m, tg_sd), (pg_m, pg_sd)) = (stats(&pp), stats(&tg), stats(&pgv));
     // RSS first: the bandwidth probe's own buffer must not count as the model's.
     let peak_rss = peak_rss_bytes();
     let probe = model.install(runtime::probe::read_bandwidth);
@@ -297,11 +385,16 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
         threads,
         n_prompt: a.n_prompt,
         n_gen: a.n_gen,
+        n_depth: depth,
         reps: a.reps,
         pp_tok_s: pp_m,
         pp_stddev: pp_sd,
         tg_tok_s: tg_m,
         tg_stddev: tg_sd,
+        pg_prompt: pg_pp,
+        pg_gen: pg_tg,
+        pg_tok_s: pg_m,
+        pg_stddev: pg_sd,
         bandwidth_gb_s: bw,
         bandwidth_median_gb_s: probe.as_ref().map_or(0.0, |p| p.median_gb_s),
         bandwidth_spread: probe.as_ref().map_or(0.0, |p| p.spread),
@@ -319,11 +412,16 @@ pub fn run(a: &BenchArgs) -> Result<ExitCode> {
     } else {
         o.line(&format!("model        {}", r.model))?;
         o.line(&format!("backend      {} ({} threads)", r.backend, r.threads))?;
+        // llama-bench's test names: `pp512`, `tg128`, `pp512+tg128`, with ` @ d2048` at depth.
+        let at = if depth > 0 { format!(" @ d{depth}") } else { String::new() };
         if a.n_prompt > 0 {
-            o.line(&format!("pp{:<10} {:.2} ± {:.2} tok/s", a.n_prompt, r.pp_tok_s, r.pp_stddev))?;
+            o.line(&format!("{:<12} {:.2} ± {:.2} tok/s", format!("pp{}{at}", a.n_prompt), r.pp_tok_s, r.pp_stddev))?;
         }
         if a.n_gen > 0 {
-            o.line(&format!("tg{:<10} {:.2} ± {:.2} tok/s", a.n_gen, r.tg_tok_s, r.tg_stddev))?;
+            o.line(&format!("{:<12} {:.2} ± {:.2} tok/s", format!("tg{}{at}", a.n_gen), r.tg_tok_s, r.tg_stddev))?;
+        }
+        if pg.is_some() {
+            o.line(&format!("{:<12} {:.2} ± {:.2} tok/s", format!("pp{pg_pp}+tg{pg_tg}{at}"), r.pg_tok_s, r.pg_stddev))?;
         }
         o.line(&format!(
             "bandwidth    {:.2} GB/s (read, best of {} passes over {:.2} GB; median {:.2}, spread {:.1}%)",

@@ -414,6 +414,15 @@ pub struct BenchArgs {
     /// Repetitions (after one warm-up).
     #[arg(short = 'r', long, default_value_t = 3)]
     pub reps: usize,
+    /// Tokens already in the KV cache when prefill and decode are measured (llama-bench's
+    /// `-d`): a prompt of DEPTH tokens is processed once, untimed, and every measurement
+    /// runs at positions DEPTH onwards.
+    #[arg(short = 'd', long = "n-depth", default_value_t = 0, value_name = "DEPTH")]
+    pub n_depth: usize,
+    /// Prompt then generation in one measurement (llama-bench's `-pg PP,TG`): PP prompt
+    /// tokens, then TG decoded tokens, reported as (PP + TG) / total time.
+    #[arg(long = "pg", value_delimiter = ',', value_name = "PP,TG")]
+    pub pg: Vec<usize>,
     /// Sequences run together, like llama-batched-bench: a comma-separated list of levels
     /// (`1,2,4,8`); each level prefills -p tokens per sequence and decodes -n per sequence.
     #[arg(long = "parallel", visible_alias = "npl", value_delimiter = ',', value_name = "N,…")]
@@ -489,6 +498,10 @@ fn llama_cpp_spellings(args: impl Iterator<Item = std::ffi::OsString>) -> Vec<st
                 }
                 Some("-np") => {
                     out.push("--parallel".into());
+                    continue;
+                }
+                Some("-pg") => {
+                    out.push("--pg".into());
                     continue;
                 }
                 Some("-ub") => {

@@ -7,6 +7,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::eval::{drive, fail, BlasJob, Dot16Job};
+use crate::x86_64::lanes::Lanes;
 use crate::x86_64::Isa;
 
 /// Store f16(k), f16(v) at each token's (slot, position); then per (token, query head)
@@ -80,9 +81,16 @@ pub(crate) fn attention(
     let vb: &[u8] = bytemuck::cast_slice(&kv.v[..slot_len * kv.n_slots]);
     let group = n_head / n_head_kv;
     let one_row = graph::rows_per_seq(seqs);
+    // Tokens of sequences with two or more tokens in the step go to the tiled kernels
+    // (queries in lanes, graph::attn_tiles); the others (decode) are attended here.
+    let tiled = graph::attn_tiles::supported(hd);
+    let multi = |i: usize| tiled && one_row[i] >= 2;
     // 2. Attend. o: [T, H·hd]; work is split over (token, head) pairs.
     o.par_chunks_mut(hd).enumerate().for_each(|(th, orow)| {
         let (i, hq) = (th / n_head, th % n_head);
+        if multi(i) {
+            return;
+        }
         let g = hq / group;
         let p = pos[i] as usize;
         let base = 2 * seqs[i] as usize * slot_len; // the slot's first byte
@@ -110,5 +118,9 @@ pub(crate) fn attention(
             drive::<_, 2>(&job, 1, &mut [orow]);
         }
     });
+    if (0..t).any(multi) {
+        let cache = graph::attn_tiles::CacheView { k: kb, v: vb, stride, n_head, n_head_kv, hd, scale };
+        graph::attn_tiles::attend(&Lanes(isa), cache, q, pos, seqs, multi, o);
+    }
     Ok(())
 }

@@ -15,6 +15,7 @@ use half::f16;
 use rayon::prelude::*;
 
 use crate::eval::{fail, BlasJob, Dot16Job};
+use crate::x86_64::lanes::Lanes;
 use crate::x86_64::Isa;
 
 /// Heads per tile of the score and value products (the tiles take heads as tokens).
@@ -102,11 +103,18 @@ pub(crate) fn attention(
     let vb: &[u8] = bytemuck::cast_slice(&kv.v[..slot_len * kv.n_slots]);
     let group = n_head / n_head_kv;
     let one_row = graph::rows_per_seq(seqs);
+    // Tokens of sequences with two or more tokens in the step go to the tiled kernels
+    // (queries in lanes, graph::attn_tiles); the others (decode) are attended here.
+    let tiled = graph::attn_tiles::supported(hd);
+    let multi = |i: usize| tiled && one_row[i] >= 2;
     // 2. Attend. o: [T, H·hd]; a task is one token's heads `h0 .. h0 + per_task` (all of one
     // KV head's group, or one head when there are few pairs).
     let per_task = if t * n_head_kv >= 4 * rayon::current_num_threads() { group } else { 1 };
     o.par_chunks_mut(per_task * hd).enumerate().for_each_init(Scratch::default, |sc, (task, orows)| {
         let (i, h0) = (task * per_task / n_head, task * per_task % n_head);
+        if multi(i) {
+            return;
+        }
         let g = h0 / group;
         let p = pos[i] as usize;
         let base = 2 * seqs[i] as usize * slot_len; // the slot's first byte
@@ -141,5 +149,9 @@ pub(crate) fn attention(
             drive::<_, 4>(&job, HEAD_TILE, &mut outs);
         }
     });
+    if (0..t).any(multi) {
+        let cache = graph::attn_tiles::CacheView { k: kb, v: vb, stride, n_head, n_head_kv, hd, scale };
+        graph::attn_tiles::attend(&Lanes(isa), cache, q, pos, seqs, multi, o);
+    }
     Ok(())
 }

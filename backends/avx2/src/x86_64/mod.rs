@@ -26,6 +26,7 @@ use std::arch::x86_64::*;
 pub(crate) mod elementwise;
 pub(crate) mod f16;
 pub(crate) mod i2s;
+pub(crate) mod lanes;
 pub(crate) mod norm;
 pub(crate) mod q4_0;
 pub(crate) mod q6k;

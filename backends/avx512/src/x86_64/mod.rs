@@ -25,6 +25,7 @@
 pub(crate) mod amx;
 pub(crate) mod f16;
 pub(crate) mod i2s;
+pub(crate) mod lanes;
 pub(crate) mod norm;
 pub(crate) mod q8_0;
 pub(crate) mod quant;

@@ -1,0 +1,225 @@
+//! Exact tiled attention for steps where a sequence has two or more tokens (prefill), shared
+//! by the SIMD backends: "queries in lanes". A backend supplies three kernels
+//! ([`LaneKernels`]) that work on a block of up to `LANES` queries at once, one query per
+//! SIMD lane; this driver forms the blocks, splits them over threads and moves the data.
+//!
+//! ## Why it is bit-identical
+//! Every (query, key) score, every softmax row and every output element is computed by the
+//! same operations in the same order as the scalar reference (../shared/docs/format.md
+//! §4.2–4.4), only side by side with other queries in the other lanes:
+//! - scores: lane `l` of a key's result is `dot16(K16[g][j], f16(q_l))`, its 32 FMA chains
+//!   (`acc[a][l']` over the 32-blocks) and reduction tree unchanged, then `·scale`;
+//! - softmax: per lane, the maximum over the keys in key order, `vexp(w − mx)`, the f64 sum
+//!   of 8-key chunk sums in key order, the f32 reciprocal multiply — over the block's `n_kv`,
+//!   which every query of a block shares (blocks never mix 32-position windows);
+//! - values: per lane and channel `d`, `dotblas(V16[g][d], P_l)`: eight chains by position
+//!   mod 8 in position order, then tinyBLAS's reduction.
+//!
+//! What changes is only how often data is loaded: a key row is loaded once per block (all
+//! the block's queries: the query heads that share a KV head, times a few prompt tokens)
+//! instead of once per query, and likewise a value row.
+//!
+//! ## Blocks
+//! A block is up to `LANES` (token, query head) pairs of one sequence slot and one KV head
+//! whose tokens have the same `n_kv` (their positions lie in one window of 32). Tokens are
+//! taken in step order, heads in order within a token; unused lanes repeat the last query
+//! (their results are dropped). Keys `j > p` of a lane's own position are masked to −inf
+//! there, as the scalar masks them.
+
+use rayon::prelude::*;
+
+/// The three lane kernels of one instruction set. Buffers are lane-interleaved: element
+/// `(x, l)` of a `[X][LANES]` buffer is at `x·LANES + l`.
+pub trait LaneKernels: Sync {
+    /// Queries per block (SIMD lanes of f32).
+    const LANES: usize;
+
+    /// `out[i] = f32(f16(x[i]))`, nearest even.
+    fn round_f16(&self, x: &[f32], out: &mut [f32]);
+
+    /// Scores without the scale: `s[j·LANES + l] = dot16(K16[j], qt[·][l])` for keys
+    /// `j < n`, `hd` a multiple of 32. Key `j` is `hd` f16 at byte `j·2·hd` of `keys`;
+    /// `qt` is `[hd][LANES]` (f16 values, widened). `scratch` is the kernel's own.
+    fn scores(&self, keys: &[u8], n: usize, hd: usize, qt: &[f32], s: &mut [f32], scratch: &mut Vec<f32>);
+
+    /// Softmax per lane over `n` keys (a multiple of 8) of `s` (`[n][LANES]`) in place:
+    /// `w = s·scale` for `j ≤ last[l]`, −inf beyond; then the scalar `softmax_f32` per lane.
+    fn softmax(&self, s: &mut [f32], n: usize, scale: f32, last: &[u32]);
+
+    /// `out[d·LANES + l] = dotblas(V16[d][..n], p[·][l])` for `d < hd`: channel `d` is `n`
+    /// f16 at byte `d·row_stride` of `vals`; `p` is `[n][LANES]`.
+    #[allow(clippy::too_many_arguments)]
+    fn values(&self, vals: &[u8], row_stride: usize, hd: usize, n: usize, p: &[f32], out: &mut [f32], scratch: &mut Vec<f32>);
+}
+
+/// The layer's cache and shape, as the attention op sees it (byte views of the f16 cache).
+#[derive(Clone, Copy, Debug)]
+pub struct CacheView<'a> {
+    /// Keys, `[slot][Hkv][stride][hd]` f16 (little-endian bytes).
+    pub k: &'a [u8],
+    /// Values, `[slot][Hkv][hd][stride]` f16.
+    pub v: &'a [u8],
+    /// Positions per cache row (a multiple of 32).
+    pub stride: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// KV heads (a divisor of `n_head`).
+    pub n_head_kv: usize,
+    /// Head dimension.
+    pub hd: usize,
+    /// Score scale.
+    pub scale: f32,
+}
+
+impl CacheView<'_> {
+    /// f16 values of one slot (both caches).
+    fn slot_len(&self) -> usize {
+        self.n_head_kv * self.hd * self.stride
+    }
+}
+
+/// Whether the tiled kernels apply to a head dimension (whole 32-blocks: no f64 tail).
+pub fn supported(hd: usize) -> bool {
+    hd > 0 && hd.is_multiple_of(32)
+}
+
+/// One block: the slot, KV head and shared `n_kv` of up to `LANES` (token, head) queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Sequence slot.
+    pub slot: usize,
+    /// KV head.
+    pub g: usize,
+    /// Positions the softmax runs over (the tokens' `p + 1` rounded up to 32).
+    pub n_kv: usize,
+    /// (token index in the step, query head), at most `LANES`.
+    pub queries: Vec<(usize, usize)>,
+}
+
+/// Forms the blocks of the tokens `take(i)` selects (positions and slots already checked).
+pub fn blocks(
+    pos: &[i32],
+    seqs: &[i32],
+    n_head: usize,
+    n_head_kv: usize,
+    lanes: usize,
+    take: impl Fn(usize) -> bool,
+) -> Vec<Block> {
+    let group = n_head / n_head_kv;
+    let n_kv = |i: usize| (pos[i] as usize + 1).div_ceil(32) * 32;
+    let mut out = Vec::new();
+    // Runs of consecutive selected tokens with the same slot and n_kv.
+    let mut i = 0;
+    while i < pos.len() {
+        if !take(i) {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < pos.len() && take(end) && seqs[end] == seqs[i] && n_kv(end) == n_kv(i) {
+            end += 1;
+        }
+        for g in 0..n_head_kv {
+            let qs: Vec<(usize, usize)> = (i..end).flat_map(|t| (g * group..(g + 1) * group).map(move |h| (t, h))).collect();
+            for c in qs.chunks(lanes) {
+                out.push(Block { slot: seqs[i] as usize, g, n_kv: n_kv(i), queries: c.to_vec() });
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+/// Per-worker buffers.
+#[derive(Default)]
+struct Scratch {
+    q: Vec<f32>,
+    qt: Vec<f32>,
+    s: Vec<f32>,
+    o: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+/// Attends the tokens `take(i)` selects (their sequences have ≥ 2 tokens in the step: the
+/// f32-P `dotblas` form of the values), writing their rows of `out` (`[T, H·hd]`); the keys
+/// and values of the step must already be in the cache. `q` is `[T, H·hd]` f32.
+#[allow(clippy::too_many_arguments)]
+pub fn attend<J: LaneKernels>(
+    job: &J,
+    cache: CacheView<'_>,
+    q: &[f32],
+    pos: &[i32],
+    seqs: &[i32],
+    take: impl Fn(usize) -> bool,
+    out: &mut [f32],
+) {
+    let CacheView { n_head, n_head_kv, hd, .. } = cache;
+    let lanes = J::LANES;
+    let plan = blocks(pos, seqs, n_head, n_head_kv, lanes, take);
+    let slot_bytes = 2 * cache.slot_len();
+    // Each block's outputs, `[hd][LANES]`, scattered afterwards (blocks run in parallel).
+    let results: Vec<Vec<f32>> = plan
+        .par_iter()
+        .map_init(Scratch::default, |sc, b| {
+            let n = b.n_kv;
+            // Queries, f16-rounded, transposed to [hd][LANES]; unused lanes repeat the last.
+            sc.q.resize(hd, 0.0);
+            sc.qt.resize(hd * lanes, 0.0);
+            let mut last = vec![0u32; lanes];
+            for l in 0..lanes {
+                let (t, h) = b.queries[l.min(b.queries.len() - 1)];
+                job.round_f16(&q[(t * n_head + h) * hd..(t * n_head + h + 1) * hd], &mut sc.q);
+                for (d, &x) in sc.q.iter().enumerate() {
+                    sc.qt[d * lanes + l] = x;
+                }
+                last[l] = pos[t] as u32;
+            }
+            let base = b.slot * slot_bytes;
+            let keys = &cache.k[base + b.g * cache.stride * hd * 2..][..n * hd * 2];
+            sc.s.resize(n * lanes, 0.0);
+            job.scores(keys, n, hd, &sc.qt, &mut sc.s, &mut sc.k);
+            job.softmax(&mut sc.s, n, cache.scale, &last);
+            let vals = &cache.v[base + b.g * hd * cache.stride * 2..][..((hd - 1) * cache.stride + n) * 2];
+            sc.o.resize(hd * lanes, 0.0);
+            job.values(vals, cache.stride * 2, hd, n, &sc.s, &mut sc.o, &mut sc.v);
+            sc.o.clone()
+        })
+        .collect();
+    for (b, r) in plan.iter().zip(&results) {
+        for (l, &(t, h)) in b.queries.iter().enumerate() {
+            let row = &mut out[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
+            for (d, o) in row.iter_mut().enumerate() {
+                *o = r[d * lanes + l];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_share_slot_head_and_window() {
+        // Two sequences: seq 0 at positions 28..36 (crosses 32), seq 1 at 0..3; 8 heads, 2 KV.
+        let mut pos: Vec<i32> = (28..36).collect();
+        pos.extend(0..3);
+        let mut seqs = vec![0; 8];
+        seqs.extend([1; 3]);
+        let b = blocks(&pos, &seqs, 8, 2, 8, |i| i != 9);
+        for blk in &b {
+            assert!(blk.queries.len() <= 8);
+            for &(t, h) in &blk.queries {
+                assert_eq!(seqs[t] as usize, blk.slot);
+                assert_eq!(h / 4, blk.g);
+                assert_eq!((pos[t] as usize + 1).div_ceil(32) * 32, blk.n_kv);
+            }
+        }
+        // Every selected (token, head) exactly once.
+        let mut all: Vec<(usize, usize)> = b.iter().flat_map(|b| b.queries.clone()).collect();
+        all.sort();
+        let want: Vec<(usize, usize)> = (0..11).filter(|&i| i != 9).flat_map(|t| (0..8).map(move |h| (t, h))).collect();
+        assert_eq!(all, want);
+    }
+}
