@@ -370,24 +370,33 @@ impl Batch {
         }
         let step = Step { tokens: &tokens, positions: &positions, seqs: &seqs, outputs: &outputs };
         let n_vocab = self.model.n_vocab();
-        let logits: Vec<f32> = {
+        // Copy out of the executor's buffer only what leaves it: the returned rows (once, into
+        // their events) and each sampled row; then sample, in part order.
+        let mut out: Vec<(Option<Event>, Option<Vec<f32>>)> = Vec::with_capacity(parts.len());
+        {
             let ex = &mut self.ex;
-            self.model.install(|| ex.step_hooked(&step, hook).map(<[f32]>::to_vec))?
-        };
-        let mut row = 0usize;
-        for p in parts {
-            let n_out = p.returned.map_or(usize::from(p.sample), |r| p.n - r);
-            let rows = &logits[row * n_vocab..(row + n_out) * n_vocab];
-            row += n_out;
-            let s = self.slots[p.slot].as_mut().ok_or_else(|| Error::engine("a sequence left during its step"))?;
-            s.n_past += p.n;
-            if let Some(r) = p.returned.filter(|_| n_out > 0) {
-                events.push(Event::Logits { seq: s.id, first_pos: p.first_pos + r, rows: rows.to_vec() });
+            let logits: &[f32] = self.model.install(move || ex.step_hooked(&step, hook))?;
+            let mut row = 0usize;
+            for p in &parts {
+                let n_out = p.returned.map_or(usize::from(p.sample), |r| p.n - r);
+                let rows = &logits[row * n_vocab..(row + n_out) * n_vocab];
+                row += n_out;
+                let s = self.slots[p.slot].as_mut().ok_or_else(|| Error::engine("a sequence left during its step"))?;
+                s.n_past += p.n;
+                let ev = p
+                    .returned
+                    .filter(|_| n_out > 0)
+                    .map(|r| Event::Logits { seq: s.id, first_pos: p.first_pos + r, rows: rows.to_vec() });
+                out.push((ev, p.sample.then(|| rows[rows.len() - n_vocab..].to_vec())));
             }
-            if p.sample {
-                s.pending = None;
-                let last = &rows[rows.len() - n_vocab..];
-                self.after_logits(p.slot, last, &mut events);
+        }
+        for (p, (ev, last)) in parts.iter().zip(out) {
+            events.extend(ev);
+            if let Some(last) = last {
+                if let Some(s) = self.slots[p.slot].as_mut() {
+                    s.pending = None;
+                }
+                self.after_logits(p.slot, &last, &mut events);
             }
         }
         Ok(events)

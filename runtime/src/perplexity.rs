@@ -181,7 +181,7 @@ fn chunk_logits(batch: &mut Batch, chunk: &[u32], first: usize, bos: Option<u32>
     req.logits = LogitsMode::PromptFrom(first);
     let id = batch.add(req)?;
     let n_vocab = batch.model().n_vocab();
-    let mut rows = Vec::with_capacity((chunk.len() - first) * n_vocab);
+    let mut rows = Vec::new();
     let mut done = false;
     while !done {
         for e in batch.step()? {
@@ -190,7 +190,11 @@ fn chunk_logits(batch: &mut Batch, chunk: &[u32], first: usize, bos: Option<u32>
                     if first_pos != first + rows.len() / n_vocab {
                         return Err(Error::engine(format!("logits from position {first_pos} arrived out of order")));
                     }
-                    rows.extend_from_slice(&r);
+                    if rows.is_empty() {
+                        rows = r;
+                    } else {
+                        rows.extend_from_slice(&r);
+                    }
                 }
                 Event::Done(c) if c.id == id => done = true,
                 _ => {}
