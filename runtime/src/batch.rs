@@ -44,6 +44,10 @@ pub enum LogitsMode {
     Prompt,
     /// Every prompt position's and every generated token's (the row it was sampled from).
     All,
+    /// The prompt positions from this one on (and the last prompt position's, which is
+    /// sampled from, whatever this is): what perplexity scores. The head runs for these
+    /// rows only.
+    PromptFrom(usize),
 }
 
 /// What to run.
@@ -307,33 +311,36 @@ impl Batch {
         self.admit();
         // What each active sequence contributes: (slot, rows, whether its last row is
         // sampled, whether its rows' logits are returned).
+        // `returned`: from which row of the part its logits are returned (`None`: none).
         struct Part {
             slot: usize,
             first_pos: usize,
             n: usize,
             sample: bool,
-            all_rows: bool,
+            returned: Option<usize>,
         }
         let mut parts: Vec<Part> = Vec::new();
         let (mut tokens, mut positions, mut seqs, mut outputs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut push = |s: &Seq, toks: &[u32], sample: bool, all_rows: bool, parts: &mut Vec<Part>| {
+        let mut push = |s: &Seq, toks: &[u32], sample: bool, returned: Option<usize>, parts: &mut Vec<Part>| {
             let row0 = tokens.len();
             for (k, &t) in toks.iter().enumerate() {
                 tokens.push(t);
                 positions.push((s.n_past + k) as u32);
                 seqs.push(s.slot as u32);
             }
-            if all_rows {
-                outputs.extend((row0..tokens.len()).map(|r| r as u32));
-            } else if sample {
-                outputs.push((tokens.len() - 1) as u32);
+            // The sampled last row is always an output.
+            let returned = returned.map(|r| if sample { r.min(toks.len() - 1) } else { r });
+            match returned {
+                Some(r) => outputs.extend((row0 + r..tokens.len()).map(|r| r as u32)),
+                None if sample => outputs.push((tokens.len() - 1) as u32),
+                None => {}
             }
-            parts.push(Part { slot: s.slot, first_pos: s.n_past, n: toks.len(), sample, all_rows });
+            parts.push(Part { slot: s.slot, first_pos: s.n_past, n: toks.len(), sample, returned });
         };
         // Generating sequences first (one token each: low latency), in slot order.
         for s in self.slots.iter().flatten() {
             if let Some(t) = s.pending {
-                push(s, &[t], true, s.req.logits == LogitsMode::All, &mut parts);
+                push(s, &[t], true, (s.req.logits == LogitsMode::All).then_some(0), &mut parts);
             }
         }
         // Then prompt chunks, cut as a solo run cuts them, while they fit the budget.
@@ -350,7 +357,12 @@ impl Batch {
             used += chunk;
             let last = s.n_past + chunk == n_prompt;
             let toks = &s.req.prompt[s.n_past..s.n_past + chunk];
-            push(s, toks, last, s.req.logits != LogitsMode::None, &mut parts);
+            let returned = match s.req.logits {
+                LogitsMode::None => None,
+                LogitsMode::Prompt | LogitsMode::All => Some(0),
+                LogitsMode::PromptFrom(p) => Some(p.saturating_sub(s.n_past).min(chunk)),
+            };
+            push(s, toks, last, returned, &mut parts);
         }
         let mut events = Vec::new();
         if tokens.is_empty() {
@@ -358,24 +370,33 @@ impl Batch {
         }
         let step = Step { tokens: &tokens, positions: &positions, seqs: &seqs, outputs: &outputs };
         let n_vocab = self.model.n_vocab();
-        let logits: Vec<f32> = {
+        // Copy out of the executor's buffer only what leaves it: the returned rows (once, into
+        // their events) and each sampled row; then sample, in part order.
+        let mut out: Vec<(Option<Event>, Option<Vec<f32>>)> = Vec::with_capacity(parts.len());
+        {
             let ex = &mut self.ex;
-            self.model.install(|| ex.step_hooked(&step, hook).map(<[f32]>::to_vec))?
-        };
-        let mut row = 0usize;
-        for p in parts {
-            let n_out = if p.all_rows { p.n } else { usize::from(p.sample) };
-            let rows = &logits[row * n_vocab..(row + n_out) * n_vocab];
-            row += n_out;
-            let s = self.slots[p.slot].as_mut().ok_or_else(|| Error::engine("a sequence left during its step"))?;
-            s.n_past += p.n;
-            if p.all_rows {
-                events.push(Event::Logits { seq: s.id, first_pos: p.first_pos, rows: rows.to_vec() });
+            let logits: &[f32] = self.model.install(move || ex.step_hooked(&step, hook))?;
+            let mut row = 0usize;
+            for p in &parts {
+                let n_out = p.returned.map_or(usize::from(p.sample), |r| p.n - r);
+                let rows = &logits[row * n_vocab..(row + n_out) * n_vocab];
+                row += n_out;
+                let s = self.slots[p.slot].as_mut().ok_or_else(|| Error::engine("a sequence left during its step"))?;
+                s.n_past += p.n;
+                let ev = p
+                    .returned
+                    .filter(|_| n_out > 0)
+                    .map(|r| Event::Logits { seq: s.id, first_pos: p.first_pos + r, rows: rows.to_vec() });
+                out.push((ev, p.sample.then(|| rows[rows.len() - n_vocab..].to_vec())));
             }
-            if p.sample {
-                s.pending = None;
-                let last = &rows[rows.len() - n_vocab..];
-                self.after_logits(p.slot, last, &mut events);
+        }
+        for (p, (ev, last)) in parts.iter().zip(out) {
+            events.extend(ev);
+            if let Some(last) = last {
+                if let Some(s) = self.slots[p.slot].as_mut() {
+                    s.pending = None;
+                }
+                self.after_logits(p.slot, &last, &mut events);
             }
         }
         Ok(events)

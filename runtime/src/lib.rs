@@ -32,6 +32,7 @@ mod error;
 pub mod hub;
 pub mod model;
 pub mod options;
+pub mod perplexity;
 pub mod probe;
 pub mod sampler;
 

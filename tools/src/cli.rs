@@ -481,6 +481,10 @@ pub enum Cmd {
     Dump(DumpArgs),
     /// Serve the model over an OpenAI-compatible HTTP API, with a chat page at `/`.
     Serve(crate::serve::ServeArgs),
+    /// Perplexity of a text (llama-perplexity's method and numbers), and KL-divergence
+    /// against a saved base run.
+    #[command(allow_negative_numbers = true)]
+    Perplexity(crate::perplexity::PerplexityArgs),
 }
 
 /// llama.cpp's multi-letter single-dash flags, rewritten to their long forms before clap
@@ -538,5 +542,6 @@ pub fn run() -> Result<ExitCode> {
         Cmd::Pull(a) => crate::pull::run(&a),
         Cmd::Dump(a) => crate::dump::run(&a),
         Cmd::Serve(a) => crate::serve::run(&a),
+        Cmd::Perplexity(a) => crate::perplexity::run(&a),
     }
 }

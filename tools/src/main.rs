@@ -11,6 +11,7 @@ mod dump;
 mod exec;
 mod load;
 mod out;
+mod perplexity;
 mod pull;
 mod serve;
 mod synth;
