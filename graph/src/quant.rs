@@ -26,6 +26,56 @@ pub fn i2s_scale(data: &[u8], n: usize) -> Option<f32> {
     Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// The largest per-lane `Σ|q|` of a chunk of 32 I2_S groups for which no i16 lane of
+/// `vec_dot_i2s_i8` can wrap, whatever the codes (`3 · 10922 ≤ 32767`).
+///
+/// Lane `j` of a chunk sums, over the chunk's groups and sub-blocks, `c[e]·q[e] +
+/// c[e+1]·q[e+1]` (`e = 128g + 32s + 2j`) with codes `c ≤ 3`, so its magnitude is at most
+/// `3 · A_j` with `A_j = Σ (|q[e]| + |q[e+1]|)`. If every `A_j` of every chunk is at most
+/// this bound, each lane's exact sum is its wrapped sum, the scalar's `total` is the exact
+/// integer `Σ c·q` (mod 2³²), and any exact i32 summation (VNNI, `sdot`, AMX) gives the same
+/// i32. Tokens that fail the test must take a kernel that reproduces the i16 wrap.
+pub const I2S_NO_WRAP_ABS_SUM: u16 = 10922;
+
+/// The scale `s = f32(127 / m)` of the per-token int8 quantizer (`quantize_row_i8_s`, the
+/// scalar `quantize_row_i8`), from a SIMD kernel's `max_i |x[i]|` (`Some`, any order: without
+/// NaN every order gives the same maximum) or `None` when the row holds a NaN, for which
+/// the maximum is redone with the scalar's sequential C `MAX` (`m = m > a ? m : a` from
+/// `m = 1e-5`, where a NaN resets `m` to the next value).
+pub fn i8_row_scale(abs_max: Option<f32>, x: &[f32]) -> f32 {
+    let m = match abs_max {
+        Some(a) => {
+            let a = f64::from(a);
+            if 0.00001f64 > a {
+                0.00001f64
+            } else {
+                a
+            }
+        }
+        None => {
+            let mut m = 0.00001f64;
+            for &v in x {
+                let a = f64::from(v).abs();
+                m = if m > a { m } else { a };
+            }
+            m
+        }
+    };
+    (127.0f64 / m) as f32
+}
+
+/// The scalar `i2s_output` for a run of rows of one token:
+/// `out[r] = f32( f32( f32(acc[r]) − f32(qsum) ) / s ) · scale`, left to right. Lane-wise
+/// IEEE operations, so a vectorised loop gives the scalar's bits.
+pub fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
+    let qs = qsum as f32;
+    for (o, &a) in out.iter_mut().zip(acc) {
+        let diff: f32 = a as f32 - qs;
+        let unscaled: f32 = diff / s;
+        *o = unscaled * scale;
+    }
+}
+
 /// Ternary value of a code: `c − 1`; code 3 (never written) decodes to 0 as in ggml's
 /// dequantizer.
 #[inline]

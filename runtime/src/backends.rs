@@ -34,6 +34,11 @@ pub const REGISTRY: &[BackendEntry] = &[
         requires: "x86-64 with AVX2, FMA and F16C (BITNET_DISABLE_AVX2 unset)",
         make: || arc(backend_avx2::Avx2Backend::new()),
     },
+    BackendEntry {
+        name: "neon",
+        requires: "aarch64 with NEON; sdot where the CPU has dotprod (BITNET_DISABLE_NEON, BITNET_DISABLE_DOTPROD unset)",
+        make: || arc(backend_neon::NeonBackend::new()),
+    },
     BackendEntry { name: "scalar", requires: "any CPU", make: || arc(Some(backend_scalar::ScalarBackend::new())) },
 ];
 

@@ -149,22 +149,11 @@ impl TileJob for I2sJob<'_> {
 
     fn finish(&self, b0: usize, nb: usize, acc: &[i32], block: usize, outs: &mut [&mut [f32]]) {
         for ((out, acc), &(s, sum)) in outs.iter_mut().zip(acc.chunks_exact(block)).zip(self.toks) {
-            i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
+            graph::quant::i2s_outputs(&acc[..nb], sum, s, self.scale, &mut out[b0..b0 + nb]);
         }
     }
 }
 
-/// The scalar `i2s_output` for a run of rows of one token:
-/// `out[r] = f32( f32( f32(acc[r]) − f32(qsum) ) / s ) · scale`, left to right. Lane-wise
-/// IEEE operations, so the vectorised loop gives the scalar's bits.
-fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
-    let qs = qsum as f32;
-    for (o, &a) in out.iter_mut().zip(acc) {
-        let diff: f32 = a as f32 - qs;
-        let unscaled: f32 = diff / s;
-        *o = unscaled * scale;
-    }
-}
 
 pub(crate) fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let op = "MatMulI2S";

@@ -31,17 +31,6 @@ const TASKS_PER_THREAD: usize = 8;
 /// of consecutive rows streamed from memory, and fewer, longer runs stream better).
 const I2S_TASKS_PER_THREAD: usize = 2;
 
-/// The scalar `i2s_output` for a run of rows of one token:
-/// `out[r] = f32( f32( f32(acc[r]) − f32(qsum) ) / s ) · scale`, left to right. Lane-wise
-/// IEEE operations, so the vectorised loop gives the scalar's bits.
-fn i2s_outputs(acc: &[i32], qsum: i32, s: f32, scale: f32, out: &mut [f32]) {
-    let qs = qsum as f32;
-    for (o, &a) in out.iter_mut().zip(acc) {
-        let diff: f32 = a as f32 - qs;
-        let unscaled: f32 = diff / s;
-        *o = unscaled * scale;
-    }
-}
 
 /// The weight layout of this backend's I2_S kernels: `i2s_r16` (rows interleaved in blocks
 /// of 16, `x86_64::i2s` module notes), prepared once when a program binds its weights.
@@ -165,7 +154,7 @@ impl TileJob for I2sJob<'_, '_> {
 
     fn finish(&self, b0: usize, nb: usize, acc: &[i32], block: usize, outs: &mut [&mut [f32]]) {
         for ((out, acc), &(s, sum)) in outs.iter_mut().zip(acc.chunks_exact(block)).zip(self.toks) {
-            i2s_outputs(&acc[..nb], sum, s, self.p.scale, &mut out[b0..b0 + nb]);
+            graph::quant::i2s_outputs(&acc[..nb], sum, s, self.p.scale, &mut out[b0..b0 + nb]);
         }
     }
 }
@@ -208,7 +197,7 @@ fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
                 let c = amx.block_dots(&xa[j * k..], k, &b[..bb], &b[bb..], k);
                 for n in j..(j + AMX_BLOCK).min(t) {
                     let (s, sum) = p.toks[n];
-                    i2s_outputs(&c[n - j][..nb], sum, s, p.scale, &mut outs[n][r..r + nb]);
+                    graph::quant::i2s_outputs(&c[n - j][..nb], sum, s, p.scale, &mut outs[n][r..r + nb]);
                 }
             }
         }

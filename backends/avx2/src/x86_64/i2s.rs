@@ -178,8 +178,6 @@ unsafe fn i2s_dots_body<const R: usize, const N: usize, const V: bool>(
 // below) gives the same i32. Tokens that fail the test use the exact kernel.
 // ---------------------------------------------------------------------------------------
 
-/// The largest per-lane Σ|q| of a chunk for which no i16 lane can wrap (3 · 10922 ≤ 32767).
-const NO_WRAP_ABS_SUM: i16 = 10922;
 /// Largest `k` the VNNI kernels take: their unshifted-code accumulators hold up to
 /// `4 · 192 · 128` per group and lane (`(k/128) · 98304 < 2³¹` needs k < 2.8 M).
 const VNNI_MAX_K: usize = 1 << 20;
@@ -210,7 +208,7 @@ unsafe fn cannot_wrap_entry(xq: *const u8, n_groups: usize) -> bool {
     // SAFETY: group `g < n_groups` reads bytes `128g .. 128g+128`, inside the caller's range.
     unsafe {
         let ones = _mm256_set1_epi8(1);
-        let limit = _mm256_set1_epi16(NO_WRAP_ABS_SUM);
+        let limit = _mm256_set1_epi16(graph::quant::I2S_NO_WRAP_ABS_SUM as i16);
         let mut g0 = 0;
         while g0 < n_groups {
             let g1 = (g0 + GROUPS_PER_CHUNK).min(n_groups);

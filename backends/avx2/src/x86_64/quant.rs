@@ -25,25 +25,7 @@ impl Isa {
         assert_eq!(x.len(), q.len(), "quantize_i8: output length");
         // SAFETY: `self` proves AVX2/FMA/F16C; `x` holds `x.len()` f32 and `q` as many bytes.
         let amax = unsafe { abs_max_entry(x.as_ptr(), x.len()) };
-        let m = match amax {
-            Some(a) => {
-                let a = f64::from(a);
-                if 0.00001f64 > a {
-                    0.00001f64
-                } else {
-                    a
-                }
-            }
-            None => {
-                let mut m = 0.00001f64;
-                for &v in x {
-                    let a = f64::from(v).abs();
-                    m = if m > a { m } else { a };
-                }
-                m
-            }
-        };
-        let s = (127.0f64 / m) as f32;
+        let s = graph::quant::i8_row_scale(amax, x);
         // SAFETY: as above.
         let sum = unsafe { quantize_entry(x.as_ptr(), s, q.as_mut_ptr(), x.len()) };
         (s, sum)

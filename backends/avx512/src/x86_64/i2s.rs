@@ -46,8 +46,6 @@ pub(crate) const ROWS: usize = 16;
 pub(crate) const GROUP_BYTES: usize = 512;
 /// Groups accumulated in i16 lanes before widening (bitnet.cpp's chunk of 32 groups).
 const GROUPS_PER_CHUNK: usize = 32;
-/// The largest per-lane Σ|q| of a chunk for which no i16 lane can wrap (3 · 10922 ≤ 32767).
-const NO_WRAP_ABS_SUM: i16 = 10922;
 /// Largest `k` the VNNI kernels take: the masked-in-place accumulators of the one-token
 /// kernel add up to `4 · 192 · 128 = 98304` per group and lane, `(k/128) · 98304 < 2³¹`.
 pub(crate) const VNNI_MAX_K: usize = 1 << 20;
@@ -294,7 +292,7 @@ unsafe fn cannot_wrap_entry(xq: *const u8, n_groups: usize) -> bool {
     // vectors (a group is two of them), inside the caller's range.
     unsafe {
         let ones = _mm512_set1_epi8(1);
-        let limit = _mm256_set1_epi16(NO_WRAP_ABS_SUM);
+        let limit = _mm256_set1_epi16(graph::quant::I2S_NO_WRAP_ABS_SUM as i16);
         let mut g0 = 0;
         while g0 < n_groups {
             let g1 = (g0 + GROUPS_PER_CHUNK).min(n_groups);
