@@ -383,10 +383,11 @@ impl Batch {
                 row += n_out;
                 let s = self.slots[p.slot].as_mut().ok_or_else(|| Error::engine("a sequence left during its step"))?;
                 s.n_past += p.n;
-                let ev = p
-                    .returned
-                    .filter(|_| n_out > 0)
-                    .map(|r| Event::Logits { seq: s.id, first_pos: p.first_pos + r, rows: rows.to_vec() });
+                let ev = p.returned.filter(|_| n_out > 0).map(|r| Event::Logits {
+                    seq: s.id,
+                    first_pos: p.first_pos + r,
+                    rows: rows.to_vec(),
+                });
                 out.push((ev, p.sample.then(|| rows[rows.len() - n_vocab..].to_vec())));
             }
         }

@@ -59,7 +59,10 @@ impl PerplexityParams {
     /// Checks the numbers that do not depend on a model.
     pub fn validate(&self) -> Result<()> {
         if self.n_ctx < 4 || !self.n_ctx.is_multiple_of(2) {
-            return Err(Error::invalid(format!("ctx_size {} must be even and at least 4 (the second half is scored)", self.n_ctx)));
+            return Err(Error::invalid(format!(
+                "ctx_size {} must be even and at least 4 (the second half is scored)",
+                self.n_ctx
+            )));
         }
         if self.n_batch == 0 {
             return Err(Error::invalid("batch_size must be at least 1"));
@@ -165,7 +168,10 @@ fn check_ctx(model: &Model, params: &PerplexityParams) -> Result<()> {
     }
     let train = model.hparams().n_ctx_train;
     if params.n_ctx > train {
-        return Err(Error::invalid(format!("ctx_size {} exceeds the {train} positions the model was trained with", params.n_ctx)));
+        return Err(Error::invalid(format!(
+            "ctx_size {} exceeds the {train} positions the model was trained with",
+            params.n_ctx
+        )));
     }
     Ok(())
 }
@@ -216,8 +222,12 @@ fn max_and_sum_exp(row: &[f32]) -> (f32, f64) {
             max = v;
         }
     }
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
-    (max, sum)
+    (max, sum_exp(row, max))
+}
+
+/// `Σ_i f64(expf(logit_i − max))`, in order.
+fn sum_exp(row: &[f32], max: f32) -> f64 {
+    row.iter().map(|&v| f64::from((v - max).exp())).sum()
 }
 
 /// One row's negative log-likelihood of `tok` (llama-perplexity's `log_softmax`, negated).
@@ -261,8 +271,7 @@ pub fn compress_row(row: &[f32], tok: usize, out: &mut [u16]) -> f32 {
     if min < max - 16.0 {
         min = max - 16.0;
     }
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
-    let lse = sum.ln() as f32;
+    let lse = sum_exp(row, max).ln() as f32;
     let min_log_prob = min - max - lse;
     let scale = (max - min) / 65535.0;
     let (head, q) = out.split_at_mut(4);
@@ -410,7 +419,7 @@ impl<R: Read> BaseReader<R> {
         if n_ctx < 4 || n_ctx % 2 != 0 || n_ctx > 1 << 20 {
             return Err(bad(format!("n_ctx {n_ctx} is not an even size in 4..=1048576")));
         }
-        if n_vocab < 1 || n_vocab > 1 << 24 {
+        if !(1..=1 << 24).contains(&n_vocab) {
             return Err(bad(format!("n_vocab {n_vocab} is not plausible")));
         }
         if n_chunk < 1 || i64::from(n_chunk) * i64::from(n_ctx) > 1 << 30 {
@@ -423,12 +432,18 @@ impl<R: Read> BaseReader<R> {
         Ok(BaseReader { input, n_ctx, n_vocab, n_chunk, tokens })
     }
 
+    /// The whole file's size in bytes: the header, the tokens and every chunk's records.
+    pub fn expected_len(&self) -> u64 {
+        let rows = (self.n_ctx - 1 - self.n_ctx / 2) as u64 * base_row_len(self.n_vocab) as u64;
+        20 + 4 * self.tokens.len() as u64 + 2 * rows * self.n_chunk as u64
+    }
+
     /// The next chunk's records (`(n_ctx − 1 − n_ctx/2)·nv` u16) into `out`.
     fn read_chunk(&mut self, chunk: usize, out: &mut [u16]) -> Result<()> {
         let mut raw = vec![0u8; 2 * out.len()];
-        self.input
-            .read_exact(&mut raw)
-            .map_err(|e| Error::invalid(format!("KL-divergence base: truncated at chunk {} of {}: {e}", chunk + 1, self.n_chunk)))?;
+        self.input.read_exact(&mut raw).map_err(|e| {
+            Error::invalid(format!("KL-divergence base: truncated at chunk {} of {}: {e}", chunk + 1, self.n_chunk))
+        })?;
         for (o, c) in out.iter_mut().zip(raw.chunks_exact(2)) {
             *o = u16::from_le_bytes([c[0], c[1]]);
         }
@@ -492,17 +507,18 @@ fn kl_row(row: &[f32], base: &[u16], tok: usize) -> KlRow {
             imax = i;
         }
     }
-    let sum: f64 = row.iter().map(|&v| f64::from((v - max).exp())).sum();
-    let lse = sum.ln() as f32;
-    let f = |k: usize| f32::from_le_bytes({
-        let (a, b) = (base[2 * k].to_le_bytes(), base[2 * k + 1].to_le_bytes());
-        [a[0], a[1], b[0], b[1]]
-    });
+    let lse = sum_exp(row, max).ln() as f32;
+    let f = |k: usize| {
+        f32::from_le_bytes({
+            let (a, b) = (base[2 * k].to_le_bytes(), base[2 * k + 1].to_le_bytes());
+            [a[0], a[1], b[0], b[1]]
+        })
+    };
     let (scale, min_log_prob) = (f(0), f(1));
     let q = &base[4..];
     let nll = max + lse - row[tok];
-    // clang contracts `scale·q + min` into one fma (the AVX2 build has FMA).
-    let log_base = |i: usize| scale.mul_add(f32::from(q[i]), min_log_prob);
+    // A separate multiply and add (no fma), as bitnet.cpp's build computes it.
+    let log_base = |i: usize| scale * f32::from(q[i]) + min_log_prob;
     let nll_base = -log_base(tok);
     let max_l = max + lse;
     let (mut kld, mut imax_base, mut best) = (0.0f64, 0usize, 0.0f32);
@@ -643,11 +659,13 @@ impl KlStats {
         let pd = Self::mean_unc(self.sum_p_diff, self.sum_p_diff2, self.count);
         let _ = writeln!(o, "Mean    Δp: {:6.3} ± {:5.3} %", 100.0 * pd.0, 100.0 * pd.1);
         let _ = writeln!(o, "Maximum Δp: {:6.3}%", 100.0 * f64::from(pv[pv.len() - 1]));
-        for (label, f) in [("99.9%  ", 0.999f32), ("99.0%  ", 0.990), ("95.0%  ", 0.950), ("90.0%  ", 0.900), ("75.0%  ", 0.750)] {
+        for (label, f) in [("99.9%  ", 0.999f32), ("99.0%  ", 0.990), ("95.0%  ", 0.950), ("90.0%  ", 0.900), ("75.0%  ", 0.750)]
+        {
             let _ = writeln!(o, "{label} Δp: {:6.3}%", 100.0 * pct(&pv, f));
         }
         let _ = writeln!(o, "Median  Δp: {:6.3}%", 100.0 * median(&pv));
-        for (label, f) in [("25.0%  ", 0.250f32), ("10.0%  ", 0.100), (" 5.0%  ", 0.050), (" 1.0%  ", 0.010), (" 0.1%  ", 0.001)] {
+        for (label, f) in [("25.0%  ", 0.250f32), ("10.0%  ", 0.100), (" 5.0%  ", 0.050), (" 1.0%  ", 0.010), (" 0.1%  ", 0.001)]
+        {
             let _ = writeln!(o, "{label} Δp: {:6.3}%", 100.0 * pct(&pv, f));
         }
         let _ = writeln!(o, "Minimum Δp: {:6.3}%", 100.0 * f64::from(pv[0]));

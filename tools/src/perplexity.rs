@@ -170,8 +170,18 @@ pub fn run(a: &PerplexityArgs) -> Result<ExitCode> {
 fn kl(a: &PerplexityArgs, base_opts: &ModelOptions, progress: &Progress) -> Result<ExitCode> {
     let path = a.kl_divergence_base.as_ref().context("--kl-divergence needs --kl-divergence-base FILE")?;
     let f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut base =
-        BaseReader::new(std::io::BufReader::new(f)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let len = f.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let mut base = BaseReader::new(std::io::BufReader::new(f)).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    if len != base.expected_len() {
+        bail!(
+            "{}: a base of {} chunks of {} tokens with a vocabulary of {} is {} bytes, this file has {len} (truncated or not a base file)",
+            path.display(),
+            base.n_chunk,
+            base.n_ctx,
+            base.n_vocab,
+            base.expected_len()
+        );
+    }
     let params = PerplexityParams { n_ctx: base.n_ctx, n_batch: a.batch, n_chunks: a.chunks };
     let model = load::load(&a.model, &params.model_options(base_opts), a.json)?;
     if let Some(file) = &a.file {
@@ -179,11 +189,7 @@ fn kl(a: &PerplexityArgs, base_opts: &ModelOptions, progress: &Progress) -> Resu
         let n = base.tokens.len();
         if tokens.len() < n || tokens[..n] != base.tokens[..] {
             let at = tokens.iter().zip(&base.tokens).position(|(x, y)| x != y).unwrap_or(tokens.len().min(n));
-            bail!(
-                "{} was made from another text: its tokens differ from {}'s at token {at}",
-                path.display(),
-                file.display()
-            );
+            bail!("{} was made from another text: its tokens differ from {}'s at token {at}", path.display(), file.display());
         }
     }
     let mut stdout = out::stdout();
@@ -218,7 +224,7 @@ fn kl(a: &PerplexityArgs, base_opts: &ModelOptions, progress: &Progress) -> Resu
         });
         stdout.line(&serde_json::to_string_pretty(&v)?)?;
     } else {
-        stdout.put(&format!("\n{}", stats.report()))?;
+        stdout.put(&format!("\n{}\n", stats.report()))?;
     }
     Ok(ExitCode::SUCCESS)
 }
