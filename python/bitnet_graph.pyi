@@ -29,7 +29,7 @@ class Model:
         """Loads `path`, or `hf="owner/name[:FILE]"` through the Hugging Face cache.
 
         threads=None: one per core. ctx_size=None: the model's training context.
-        lm_head: "exact" (bitnet.cpp's numerics) or "q8". parallel: sequences
+        lm_head: "exact" (bitnet.cpp's numerics), "q8" or "q6k". parallel: sequences
         generate_batch runs at once.
         """
 

@@ -220,6 +220,110 @@ pub fn decode_q6_k(data: &[u8], out: &mut [f32]) {
     }
 }
 
+/// ggml's `nearest_int`: round half to even through the `1.5·2²³` trick (|v| < 2²²).
+#[inline]
+pub fn nearest_int(v: f32) -> i32 {
+    let bits = (v + 12_582_912.0f32).to_bits() as i32;
+    (bits & 0x007f_ffff) - 0x0040_0000
+}
+
+/// ggml's `make_qx_quants(16, 32, x, L, 1, NULL)` for one 16-element sub-block: the scale
+/// and the codes `L` (0..63) that minimise the x²-weighted error over 19 trial scales.
+/// Every `acc + a·b` is one fused multiply-add, as clang contracts them.
+fn make_qx_quants_q6(x: &[f32], l_out: &mut [i8]) -> f32 {
+    const NMAX: i32 = 32;
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < 1e-15 {
+        l_out.fill(0);
+        return 0.0;
+    }
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let l = nearest_int(iscale * v).clamp(-NMAX, NMAX - 1) as f32;
+            let w = v * v;
+            sumlx = (w * v).mul_add(l, sumlx);
+            suml2 = (w * l).mul_add(l, suml2);
+        }
+        (sumlx, suml2)
+    };
+    let codes = |iscale: f32, l_out: &mut [i8]| {
+        for (o, &v) in l_out.iter_mut().zip(x) {
+            *o = (nearest_int(iscale * v).clamp(-NMAX, NMAX - 1) + NMAX) as i8;
+        }
+    };
+    let iscale = -(NMAX as f32) / max;
+    codes(iscale, l_out);
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in (-9..=9).filter(|&i| i != 0) {
+        let iscale = -0.1f32.mul_add(is as f32, NMAX as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            codes(iscale, l_out);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// Quantizes a row (a multiple of 256 long) to Q6_K blocks as llama-quantize does without an
+/// importance matrix (ggml's `quantize_row_q6_K_ref`): per sub-block of 16 a scale from
+/// [`make_qx_quants_q6`]; the scale of largest magnitude `m` gives `iscale = −128/m` and
+/// `d = f16(1/iscale)`; sub-block scales `min(127, nearest_int(iscale·s))`; each value then
+/// `clamp(nearest_int(x/(f32(d)·sc)), −32, 31) + 32` (sub-blocks whose `f32(d)·sc` is 0 keep
+/// the codes of their scale search). A block whose scales are all below 1e-15 is all zero.
+pub fn quantize_q6_k(x: &[f32], out: &mut Vec<u8>) {
+    assert!(x.len().is_multiple_of(256), "quantize_q6_k: length {} is not a multiple of 256", x.len());
+    for xb in x.chunks_exact(256) {
+        let mut l = [0i8; 256];
+        let mut scales = [0.0f32; 16];
+        let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
+        for (ib, s) in scales.iter_mut().enumerate() {
+            *s = make_qx_quants_q6(&xb[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+            if s.abs() > max_abs {
+                max_abs = s.abs();
+                max_scale = *s;
+            }
+        }
+        let mut blk = [0u8; Q6K_BLOCK_BYTES];
+        if max_abs >= 1e-15 {
+            let iscale = -128.0f32 / max_scale;
+            let d = f16::from_f32(1.0 / iscale);
+            blk[208..].copy_from_slice(&d.to_le_bytes());
+            for (ib, &s) in scales.iter().enumerate() {
+                let sc = nearest_int(iscale * s).min(127) as i8;
+                blk[192 + ib] = sc as u8;
+                let dd = d.to_f32() * f32::from(sc);
+                if dd == 0.0 {
+                    continue;
+                }
+                for (o, &v) in l[16 * ib..16 * ib + 16].iter_mut().zip(&xb[16 * ib..16 * ib + 16]) {
+                    *o = (nearest_int(v / dd).clamp(-32, 31) + 32) as i8;
+                }
+            }
+            for h in 0..2 {
+                let lh = &l[128 * h..128 * h + 128];
+                for j in 0..32 {
+                    let q = |k: usize| lh[j + 32 * k] as u8;
+                    blk[64 * h + j] = (q(0) & 0xF) | ((q(2) & 0xF) << 4);
+                    blk[64 * h + j + 32] = (q(1) & 0xF) | ((q(3) & 0xF) << 4);
+                    blk[128 + 32 * h + j] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+                }
+            }
+        }
+        out.extend_from_slice(&blk);
+    }
+}
+
 /// Code (0/1/2) of element `i` (0..256) of a TQ2_0 block's `qs[64]`: bytes 0..31 hold
 /// elements 0..127, bytes 32..63 elements 128..255; element `32·l + m` of a half is in
 /// byte m at bits `2l+1..2l` (least significant pair first).

@@ -18,8 +18,6 @@ fn differing(p: &Prompt, got: &[f32], n_vocab: usize) -> usize {
     if let Some(f) = &p.logits_file {
         let r = gguf::npy::read_f32(shared(&format!("{DIR}/{f}"))).unwrap();
         assert_eq!(r.shape, vec![n, n_vocab]);
-        let maxd = got.iter().zip(&r.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        println!("{}: max |Δ| {maxd:e}; first row got {:?} want {:?}", p.id, &got[..4], &r.data[..4]);
         return got.iter().zip(&r.data).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
     }
     let ids = gguf::npy::read_i32(shared(&format!("{DIR}/compact/{}_top64_ids.npy", p.id))).unwrap();

@@ -12,7 +12,7 @@ use graph::{Program, WeightSource};
 
 use crate::chat::{ChatFormat, ChatMessage};
 use crate::error::{Error, ErrorKind, Result};
-use crate::options::{LmHead, ModelOptions};
+use crate::options::ModelOptions;
 
 /// What a loaded model is and how it runs (`dump`, the server's `/v1/models`, Python's
 /// `model.info`).
@@ -109,7 +109,7 @@ impl Model {
         if options.check_tensors {
             check_weights(&file, &shown)?;
         }
-        let opts = gguf::LowerOptions { lm_head_q8: options.lm_head == LmHead::Q8 };
+        let opts = gguf::LowerOptions { requantize_head: options.lm_head.requantize_to() };
         let lowered = gguf::lower_with(&file, opts).map_err(|e| Error::load(format!("{shown}: {e}")))?;
         let tokenizer = Tokenizer::from_gguf(&file).map_err(|e| Error::load(format!("{shown}: tokenizer: {e}")))?;
         let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).map(str::to_string);
@@ -117,10 +117,13 @@ impl Model {
         let chat_format = ChatFormat::detect(template.as_deref(), &hp.arch, tokenizer.token_id("<|start_header_id|>").is_some());
         let n_ctx = options.n_ctx.unwrap_or(hp.n_ctx_train);
         let mut weights = ModelWeights::new(file);
-        if lowered.graph.find(gguf::lower::Q8_HEAD).is_some() {
-            let base = gguf::lower::q8_head_base(&weights.file, &hp);
-            let q = gguf::lower::quantize_head_q8(&weights.file, base).map_err(|e| Error::load(e.to_string()))?;
-            weights.add(gguf::lower::Q8_HEAD, q);
+        if let Some(dtype) = options.lm_head.requantize_to() {
+            let name = gguf::lower::requantized_head_name(dtype).unwrap_or_default();
+            if lowered.graph.find(name).is_some() {
+                let base = gguf::lower::requantized_head_base(&weights.file, &hp);
+                let q = gguf::lower::quantize_head(&weights.file, base, dtype).map_err(|e| Error::load(e.to_string()))?;
+                weights.add(name, q);
+            }
         }
         let weights = Arc::new(weights);
         let backends = crate::backends::resolve(&options.backend).map_err(Error::invalid)?;
@@ -280,10 +283,7 @@ impl Model {
             kernels,
             threads: self.threads(),
             chat_format: format_name.to_string(),
-            lm_head: match self.options.lm_head {
-                LmHead::Exact => "exact".into(),
-                LmHead::Q8 => "q8".into(),
-            },
+            lm_head: self.options.lm_head.name().into(),
             load_ms: self.load_ms,
         }
     }

@@ -12,15 +12,37 @@ pub enum LmHead {
     /// Opt-in: an F16 head requantized to Q8_0 at load (half the bytes per token; logits
     /// differ slightly from bitnet.cpp's).
     Q8,
+    /// Opt-in: an F16 head requantized to Q6_K at load, as bitnet.cpp's `--quant-embd` does
+    /// offline (the embedding rows stay F16 here; logits differ slightly).
+    Q6k,
 }
 
 impl LmHead {
-    /// By name (`exact`, `q8`).
+    /// By name (`exact`, `q8`, `q6k`).
     pub fn parse(s: &str) -> Result<LmHead> {
         match s {
             "exact" => Ok(LmHead::Exact),
             "q8" => Ok(LmHead::Q8),
-            other => Err(Error::invalid(format!("lm_head `{other}`: expected exact or q8"))),
+            "q6k" => Ok(LmHead::Q6k),
+            other => Err(Error::invalid(format!("lm_head `{other}`: expected exact, q8 or q6k"))),
+        }
+    }
+
+    /// Its name (`exact`, `q8`, `q6k`).
+    pub fn name(self) -> &'static str {
+        match self {
+            LmHead::Exact => "exact",
+            LmHead::Q8 => "q8",
+            LmHead::Q6k => "q6k",
+        }
+    }
+
+    /// The type an F16 head is requantized to (`None`: the head as stored).
+    pub fn requantize_to(self) -> Option<graph::DType> {
+        match self {
+            LmHead::Exact => None,
+            LmHead::Q8 => Some(graph::DType::Q8_0),
+            LmHead::Q6k => Some(graph::DType::Q6K),
         }
     }
 }

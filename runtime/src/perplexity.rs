@@ -36,6 +36,8 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
+use graph::quant::nearest_int;
+
 use crate::batch::{Batch, Event, LogitsMode, Request};
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -240,12 +242,6 @@ pub fn row_nll(row: &[f32], tok: usize) -> f64 {
 /// entry, padded to an even count.
 pub fn base_row_len(n_vocab: usize) -> usize {
     2 * n_vocab.div_ceil(2) + 4
-}
-
-/// ggml's `nearest_int`: round half to even through the `1.5·2²³` trick.
-fn nearest_int(v: f32) -> i32 {
-    let bits = (v + 12_582_912.0f32).to_bits() as i32;
-    (bits & 0x007f_ffff) - 0x0040_0000
 }
 
 /// Compresses a logit row into a base-file record `out` ([`base_row_len`] u16) as

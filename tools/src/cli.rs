@@ -36,6 +36,9 @@ pub enum LmHeadArg {
     Exact,
     /// Opt-in: an F16 head requantized to Q8_0 at load (faster; logits differ slightly).
     Q8,
+    /// Opt-in: an F16 head requantized to Q6_K at load, as bitnet.cpp's `--quant-embd`
+    /// (smaller still; logits differ slightly).
+    Q6k,
 }
 
 impl From<LmHeadArg> for runtime::LmHead {
@@ -43,6 +46,7 @@ impl From<LmHeadArg> for runtime::LmHead {
         match a {
             LmHeadArg::Exact => runtime::LmHead::Exact,
             LmHeadArg::Q8 => runtime::LmHead::Q8,
+            LmHeadArg::Q6k => runtime::LmHead::Q6k,
         }
     }
 }
@@ -81,8 +85,8 @@ pub struct RunArgs {
     /// Prompt tokens per forward pass; 1 evaluates the prompt one token at a time.
     #[arg(long, visible_alias = "ubatch-size", default_value_t = 512)]
     pub ubatch: usize,
-    /// LM head: `exact` (bitnet.cpp's numerics) or `q8` (requantized at load; faster, logits
-    /// differ slightly).
+    /// LM head: `exact` (bitnet.cpp's numerics), `q8` or `q6k` (requantized at load; faster,
+    /// logits differ slightly).
     #[arg(long, value_enum, default_value_t = LmHeadArg::Exact)]
     pub lm_head: LmHeadArg,
     /// Check every weight before running (finite floats and scales, valid ternary codes), as
@@ -345,6 +349,9 @@ pub enum SynthEmbd {
     /// Q4_0.
     #[value(name = "q4_0")]
     Q4_0,
+    /// Q6_K (bitnet.cpp's `--quant-embd`; n_embd must be a multiple of 256).
+    #[value(name = "q6_k")]
+    Q6K,
 }
 
 /// Arguments of `synth`.

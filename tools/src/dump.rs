@@ -27,7 +27,7 @@ pub fn run(a: &DumpArgs) -> Result<ExitCode> {
         stdout.put(&tensor_listing(&file, format)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let opts = gguf::LowerOptions { lm_head_q8: a.lm_head == crate::cli::LmHeadArg::Q8 };
+    let opts = gguf::LowerOptions { requantize_head: runtime::LmHead::from(a.lm_head).requantize_to() };
     let model = gguf::lower_with(&file, opts).with_context(|| format!("lowering {}", path.display()))?;
     let g = &model.graph;
     // The plan: which backend and kernel each node will run on (nothing is bound or run).

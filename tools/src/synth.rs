@@ -305,6 +305,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
         Some(SynthEmbd::F16) => DType::F16,
         Some(SynthEmbd::Q8_0) => DType::Q8_0,
         Some(SynthEmbd::Q4_0) => DType::Q4_0,
+        Some(SynthEmbd::Q6K) => DType::Q6K,
         None if d.embd.is_multiple_of(256) => DType::F16,
         None => DType::Q8_0,
     };
@@ -419,6 +420,11 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
                     let bytes: Vec<u8> = match embd_type {
                         DType::F16 => vals.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
                         DType::Q4_0 => vals.chunks(d.embd).flat_map(q4_0_row).collect(),
+                        DType::Q6K => {
+                            let mut out = Vec::new();
+                            graph::quant::quantize_q6_k(&vals, &mut out);
+                            out
+                        }
                         _ => vals.chunks(d.embd).flat_map(q8_0_row).collect(),
                     };
                     w.write_all(&bytes).map_err(werr)?;

@@ -164,3 +164,22 @@ fn a_write_that_fails_leaves_nothing() {
     assert!(stderr(&o).contains("File too large"), "{}", stderr(&o));
     assert!(dir.names().is_empty(), "left {:?}", dir.names());
 }
+
+/// `--embd-type q6_k` writes a Q6_K embedding (llama-quantize's quantizer) that loads and
+/// runs as the head; widths that are not whole 256-blocks are refused.
+#[test]
+fn q6_k_embedding() {
+    let dir = TempDir::new("q6k");
+    let out = dir.0.join("m.gguf");
+    let o = synth(&out, &vocab(), &["--preset", "tiny", "--embd-type", "q6_k"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let f = gguf::GgufFile::open(&out).unwrap();
+    assert_eq!(f.tensor("token_embd.weight").unwrap().dtype, graph::DType::Q6K);
+    let o = Command::new(env!("CARGO_BIN_EXE_bitnet-graph"))
+        .args(["exec", out.to_str().unwrap(), "-p", "Hello", "-n", "4", "--temp", "0", "--ignore-eos"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = synth(&dir.0.join("w.gguf"), &vocab(), &["--preset", "tiny", "--embd-type", "q6_k", "--embd", "384", "--heads", "6"]);
+    assert_refused(&o, "q6_k embedding rows need a multiple of 256", "embd 384");
+}

@@ -94,15 +94,27 @@ pub fn architecture(file: &GgufFile) -> Result<&str> {
         .ok_or_else(|| Error::metadata("general.architecture", format!("expected a string, found {}", v.value_type().name())))
 }
 
-/// Name of the optional requantized LM head (`--lm-head q8`), a weight that is not in the
-/// file: the caller's [`graph::WeightSource`] provides its bytes.
+/// Name of the optional Q8_0-requantized LM head (`--lm-head q8`), a weight that is not in
+/// the file: the caller's [`graph::WeightSource`] provides its bytes.
 pub const Q8_HEAD: &str = "token_embd.weight (q8_0)";
+/// Name of the optional Q6_K-requantized LM head (`--lm-head q6k`), like [`Q8_HEAD`].
+pub const Q6K_HEAD: &str = "token_embd.weight (q6_k)";
+
+/// The name of the virtual head requantized to `dtype` (Q8_0 or Q6_K).
+pub fn requantized_head_name(dtype: graph::DType) -> Option<&'static str> {
+    match dtype {
+        graph::DType::Q8_0 => Some(Q8_HEAD),
+        graph::DType::Q6K => Some(Q6K_HEAD),
+        _ => None,
+    }
+}
 
 /// Choices that change the graph.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LowerOptions {
-    /// Use a Q8_0 copy of an F16 LM head ([`Q8_HEAD`]) instead of the exact F16 one.
-    pub lm_head_q8: bool,
+    /// Use a copy of an F16 LM head requantized to this type (Q8_0: [`Q8_HEAD`], Q6_K:
+    /// [`Q6K_HEAD`]) instead of the exact F16 one.
+    pub requantize_head: Option<graph::DType>,
 }
 
 /// Lowers a file into a verified graph, by its architecture.
@@ -135,14 +147,16 @@ fn head_base(file: &GgufFile, arch: &Arch) -> &'static str {
     }
 }
 
-/// The LM head weight to use: `base` itself, or with `--lm-head q8` and an F16 `base`, the
-/// virtual Q8_0 copy registered with the lowerer.
+/// The LM head weight to use: `base` itself, or with `--lm-head q8`/`q6k` and an F16 `base`,
+/// the virtual requantized copy registered with the lowerer.
 pub(crate) fn head_weight(lw: &mut Lowerer<'_>, file: &GgufFile, base: &str, opts: LowerOptions) -> Result<String> {
-    match file.tensor(base) {
-        Some(t) if opts.lm_head_q8 && t.dtype == graph::DType::F16 => {
+    match (file.tensor(base), opts.requantize_head) {
+        (Some(t), Some(dtype)) if t.dtype == graph::DType::F16 => {
+            let name = requantized_head_name(dtype)
+                .ok_or_else(|| Error::tensor(base, format!("cannot requantize the head to {dtype}")))?;
             let shape = graph::Shape::fixed(&t.shape());
-            lw.virtual_weight(Q8_HEAD, graph::TensorFact::new(graph::DType::Q8_0, shape))?;
-            Ok(Q8_HEAD.to_string())
+            lw.virtual_weight(name, graph::TensorFact::new(dtype, shape))?;
+            Ok(name.to_string())
         }
         _ => Ok(base.to_string()),
     }
@@ -170,24 +184,31 @@ fn check_ternary_widths(file: &GgufFile, hp: &HParams) -> Result<()> {
     Ok(())
 }
 
-/// The tensor an `--lm-head q8` graph's [`Q8_HEAD`] stands for.
-pub fn q8_head_base(file: &GgufFile, hp: &HParams) -> &'static str {
+/// The tensor a requantized head ([`Q8_HEAD`], [`Q6K_HEAD`]) stands for.
+pub fn requantized_head_base(file: &GgufFile, hp: &HParams) -> &'static str {
     ARCHS.iter().find(|a| a.names.contains(&hp.arch.as_str())).map_or("token_embd.weight", |a| head_base(file, a))
 }
 
-/// Requantizes the F16 head tensor `name` to Q8_0 rows with llama-quantize's weight
-/// quantizer (rows in parallel), the bytes of [`Q8_HEAD`].
-pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
+/// Requantizes the F16 head tensor `name` to `dtype` rows (rows in parallel) with
+/// llama-quantize's weight quantizers: Q8_0 (`quantize_row_q8_0_ref`) or Q6_K
+/// (`quantize_row_q6_K_ref`, as bitnet.cpp's `--quant-embd` does offline). The bytes of
+/// [`requantized_head_name`].
+pub fn quantize_head(file: &GgufFile, name: &str, dtype: graph::DType) -> Result<Vec<u8>> {
     use rayon::prelude::*;
     let t = file.tensor(name).ok_or_else(|| Error::tensor(name, "missing"))?;
-    if t.dtype != graph::DType::F16 || t.ne.len() != 2 || t.ne[0] % 32 != 0 {
-        return Err(Error::tensor(name, format!("cannot requantize a {} tensor with ne {:?} to Q8_0", t.dtype, t.ne)));
-    }
+    let quantize: fn(&[f32], &mut Vec<u8>) = match dtype {
+        graph::DType::Q8_0 => graph::quant::quantize_q8_0_weights,
+        graph::DType::Q6K => graph::quant::quantize_q6_k,
+        _ => return Err(Error::tensor(name, format!("cannot requantize a head to {dtype}"))),
+    };
+    let row_out = (t.ne.len() == 2).then(|| dtype.row_bytes(t.ne[0] as usize)).flatten();
+    let Some(row_out) = row_out.filter(|_| t.dtype == graph::DType::F16) else {
+        return Err(Error::tensor(name, format!("cannot requantize a {} tensor with ne {:?} to {dtype}", t.dtype, t.ne)));
+    };
     let (rows, k) = (t.ne[1] as usize, t.ne[0] as usize);
-    let row_out = k / 32 * 34;
     let mut out = vec![0u8; rows * row_out];
     // Read the F16 rows in chunks from the file rather than the map, so the 2-byte table
-    // does not become resident next to its 1-byte copy.
+    // does not become resident next to its requantized copy.
     const CHUNK_ROWS: usize = 4096;
     let mut f16_rows = vec![0u8; CHUNK_ROWS * k * 2];
     for (c, out_chunk) in out.chunks_mut(CHUNK_ROWS * row_out).enumerate() {
@@ -198,7 +219,7 @@ pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
             let mut x = vec![0f32; k];
             graph::quant::decode_f16(row, &mut x);
             let mut q = Vec::with_capacity(row_out);
-            graph::quant::quantize_q8_0_weights(&x, &mut q);
+            quantize(&x, &mut q);
             o.copy_from_slice(&q);
         });
     }
@@ -206,7 +227,7 @@ pub fn quantize_head_q8(file: &GgufFile, name: &str) -> Result<Vec<u8>> {
 }
 
 /// The weights of a loaded model: the file's tensors plus the weights the lowering added
-/// that are not in the file (the requantized head [`Q8_HEAD`]), which it owns.
+/// that are not in the file (a requantized head, [`Q8_HEAD`] or [`Q6K_HEAD`]), which it owns.
 pub struct ModelWeights {
     /// The model file.
     pub file: GgufFile,
@@ -219,7 +240,7 @@ impl ModelWeights {
         ModelWeights { file, extra: Vec::new() }
     }
 
-    /// Adds a weight that is not in the file (e.g. [`Q8_HEAD`] from [`quantize_head_q8`]).
+    /// Adds a weight that is not in the file (e.g. [`Q8_HEAD`] from [`quantize_head`]).
     pub fn add(&mut self, name: &str, bytes: Vec<u8>) {
         self.extra.retain(|(n, _)| n != name);
         self.extra.push((name.to_string(), bytes));
