@@ -96,6 +96,7 @@ pub fn argmax(v: &[f32]) -> usize {
 pub mod bitexact;
 pub mod cases;
 pub mod dump;
+pub mod kernel_suite;
 pub mod parity;
 
 /// Runs one generated case of `kind` (from `seed`) on `candidate` and on the scalar reference,

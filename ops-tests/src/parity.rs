@@ -156,14 +156,20 @@ impl StepHook for DumpCompare<'_> {
 /// one KV cache, each matched with its slice of the dump. Reports the first node that
 /// differs.
 pub fn compare_nodes(model: &str, dump_dir: &str, prefill: &[u32], passes: &[(Vec<u32>, usize, usize)]) {
+    compare_nodes_on("scalar", model, dump_dir, prefill, passes)
+}
+
+/// [`compare_nodes`] with the graph planned on `backend` (a registry name: that backend,
+/// then the ones after it, ending with scalar).
+pub fn compare_nodes_on(backend: &str, model: &str, dump_dir: &str, prefill: &[u32], passes: &[(Vec<u32>, usize, usize)]) {
+    let backends = runtime::backends::resolve(backend).unwrap_or_else(|e| panic!("{e}"));
     let file = open_model(model);
     let graph = gguf::lower(&file).expect("lowering").graph;
     let index = shared_json(&format!("{dump_dir}/index.json"));
     let entries = index["tensors"].as_array().unwrap();
     let per_pass = entries.len() / passes.len();
     let weights = Arc::new(gguf::lower::ModelWeights::new(file));
-    let mut ex =
-        Executor::standalone(graph, weights, &[runtime::backends::reference()], ExecConfig::solo(512, 512)).expect("executor");
+    let mut ex = Executor::standalone(graph, weights, &backends, ExecConfig::solo(512, 512)).expect("executor");
     if !prefill.is_empty() {
         ex.forward(prefill, 0, 1).unwrap();
     }
@@ -184,7 +190,7 @@ pub fn compare_nodes(model: &str, dump_dir: &str, prefill: &[u32], passes: &[(Ve
         assert!(failures.is_empty(), "{dump_dir} pass {pi}: first differing node: {}\nall: {failures:#?}", failures[0]);
         checked += hook.checked;
     }
-    println!("{dump_dir}: {checked} node outputs bit-identical to the reference");
+    println!("{dump_dir} on {backend}: {checked} node outputs bit-identical to the reference");
     // Every node the name table maps must have been found and compared, in every pass.
     let mapped = ex.graph().iter().filter(|(_, n)| reference_entry(&n.name, &n.op).is_some()).count();
     assert!(mapped >= 20, "the name table maps only {mapped} nodes");

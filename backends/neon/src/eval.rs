@@ -218,3 +218,76 @@ pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut
     });
     Ok(())
 }
+
+/// One Q8_0 or Q4_0 product: the task's weight rows and all quantized activation rows.
+struct QJob<'a> {
+    isa: Isa,
+    /// Q4_0 weights (else Q8_0).
+    q4: bool,
+    w: &'a [u8],
+    /// Bytes per weight row (`nb` blocks).
+    w_row: usize,
+    a: &'a [u8],
+    /// Bytes per activation row (`nb` Q8_0 blocks).
+    a_row: usize,
+    /// Per token: its activations hold no −128 (`Isa::q8_0_act_exact`).
+    exact: &'a [bool],
+    nb: usize,
+}
+
+impl TileJob for QJob<'_> {
+    type Acc = f32;
+
+    fn finish(&self, b0: usize, nb: usize, acc: &[f32], block: usize, outs: &mut [&mut [f32]]) {
+        copy_block(b0, nb, acc, block, outs)
+    }
+
+    fn tile<const R: usize>(&self, r: usize, r_local: usize, n0: usize, nn: usize, acc: &mut [f32], block: usize) {
+        for n in n0..n0 + nn {
+            let a = &self.a[n * self.a_row..(n + 1) * self.a_row];
+            let res: [[f32; 1]; R] = std::array::from_fn(|dr| {
+                let w = &self.w[(r + dr) * self.w_row..(r + dr + 1) * self.w_row];
+                [self.isa.q_dot(self.q4, self.exact[n], w, a, self.nb)]
+            });
+            store(res, r_local, n, acc, block);
+        }
+    }
+}
+
+pub(crate) fn matmul_q8_0(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
+    let op = "MatMulQ8_0";
+    let w = inputs[0].bytes()?;
+    let wty = inputs[0].dtype;
+    let q4 = match wty {
+        DType::Q8_0 => false,
+        DType::Q4_0 => true,
+        other => return Err(fail(op, format!("weight dtype {other}, this backend's kernels take q8_0 and q4_0"))),
+    };
+    let [m, k] = *inputs[0].dims else { return Err(fail(op, format!("weight dims {:?}, expected [M, K]", inputs[0].dims))) };
+    let x = inputs[1].f32()?;
+    let t = inputs[1].dims.first().copied().unwrap_or(0);
+    let o = out.f32()?;
+    let (Some(w_row), Some(a_row)) = (wty.row_bytes(k), DType::Q8_0.row_bytes(k)) else {
+        return Err(fail(op, format!("rows of {k} are not whole blocks of 32")));
+    };
+    if w.len() < m * w_row || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m {
+        return Err(fail(op, format!("weight [{m}, {k}] of {} bytes, x {:?}, output of {}", w.len(), inputs[1].dims, o.len())));
+    }
+    if m == 0 || t == 0 {
+        return Ok(());
+    }
+    // x: [T, K] → a: [T] rows of K/32 Q8_0 activation blocks.
+    let mut a = vec![0u8; t * a_row];
+    if k > 0 {
+        a.par_chunks_exact_mut(a_row).zip(x.par_chunks_exact(k)).for_each(|(arow, xrow)| isa.quantize_q8_0_act(xrow, arow));
+    }
+    let exact: Vec<bool> = a.chunks_exact(a_row.max(1)).map(|r| isa.q8_0_act_exact(r)).collect();
+    let rows = rows_per_task(m, w_row, Q8_0_ROWS, TASKS_PER_THREAD);
+    // w: [M] rows of K/32 blocks; o: [T, M].
+    par_tasks(o, m, rows, |r0, outs| {
+        let n_rows = outs[0].len();
+        let job = QJob { isa, q4, w: &w[r0 * w_row..(r0 + n_rows) * w_row], w_row, a: &a, a_row, exact: &exact, nb: k / 32 };
+        drive::<_, Q8_0_ROWS>(&job, Q8_0_TOKENS, outs);
+    });
+    Ok(())
+}

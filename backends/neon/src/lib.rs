@@ -61,6 +61,10 @@ pub(crate) mod tiles {
     pub const I2S_TOKENS: usize = 4;
     /// F16: rows per tile (one token).
     pub const F16_ROWS: usize = 2;
+    /// Q8_0 / Q4_0: rows per tile.
+    pub const Q8_0_ROWS: usize = 2;
+    /// Q8_0 / Q4_0: tokens per tile.
+    pub const Q8_0_TOKENS: usize = 4;
 }
 
 /// The NEON backend.
@@ -73,6 +77,7 @@ pub(crate) mod tiles {
 /// | QuantizeI8 | `quantize_row_i8_neon` | bit-exact (integers exact) |
 /// | MatMulI2S | `vec_dot_i2s_i8_RxN_neon_dotprod` (`sdot`) for tokens whose i16 lanes provably cannot wrap, where the CPU has dotprod; else `vec_dot_i2s_i8_RxN_neon` (`smlal` into i16 lanes, the scalar's wrap reproduced) | bit-exact, incl. i16 lane wrap |
 /// | MatMulF16 | `vec_dot_f16_2x1_neon` (dot16: the scalar's four 8-lane accumulators as eight 4-lane registers) for a sequence's only row, `vec_dot_f16_f32_2x1_neon` (dotblas) otherwise | bit-exact |
+/// | MatMulQ8_0 (Q8_0, Q4_0 weights) | `quantize_row_q8_0_act_neon` + `vec_dot_{q8_0,q4_0}_q8_0_neon` (`sdot` for activation rows without −128, where the CPU has dotprod; else AVX2's `maddubs` steps reproduced) | bit-exact |
 /// | Attention | `attn_f16kv_neon`: f16 KV store (`fcvtn`), dot16 scores, `softmax_f32_neon` (ggml's `vexp`, lane for lane), dot16 / dotblas values | bit-exact |
 ///
 /// Other ops are not planned: the executor runs them on the next backend (scalar).
@@ -168,6 +173,14 @@ impl Backend for NeonBackend {
                 format!("vec_dot_f16_{F16_ROWS}x1_neon (1 row per sequence) | vec_dot_f16_f32_{F16_ROWS}x1_neon"),
                 move |i, o, _| eval::matmul_f16(isa, i, o),
             )),
+            Op::MatMulQ8_0 if matches!(d[..], [Q8_0 | Q4_0, F32]) && fixed_last(inputs, 0).is_some_and(|k| k % 32 == 0) => {
+                let w = if d[0] == Q8_0 { "q8_0" } else { "q4_0" };
+                let sdot = if isa.dotprod() { "_dotprod" } else { "" };
+                Some(Kernel::new(
+                    format!("quantize_row_q8_0_act_neon + vec_dot_{w}_q8_0_{Q8_0_ROWS}x{Q8_0_TOKENS}_neon{sdot}"),
+                    move |i, o, _| eval::matmul_q8_0(isa, i, o),
+                ))
+            }
             &Op::Attention { n_head, n_head_kv, head_dim, scale, .. } if d == [F32, F32, F32, I32, I32] => {
                 Some(Kernel::new("attn_f16kv_neon", move |i, o, kv| {
                     let kv = kv.ok_or_else(|| eval::fail("Attention", "no KV cache"))?;

@@ -29,7 +29,7 @@
 
 use std::arch::aarch64::*;
 
-use super::Isa;
+use super::{sdot, Isa};
 
 /// Elements per I2_S group.
 pub(crate) const GROUP: usize = 128;
@@ -176,26 +176,6 @@ unsafe fn exact_body<const R: usize, const N: usize>(
         }
         total
     }
-}
-
-/// `acc + sdot(a, b)`: each i32 lane adds the four products of its bytes.
-///
-/// # Safety
-/// The CPU must support `dotprod`.
-#[inline(always)]
-unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
-    let mut acc = acc;
-    // SAFETY: the caller guarantees `dotprod`; `sdot` reads and writes registers only.
-    unsafe {
-        std::arch::asm!(
-            "sdot {0:v}.4s, {1:v}.16b, {2:v}.16b",
-            inout(vreg) acc,
-            in(vreg) a,
-            in(vreg) b,
-            options(pure, nomem, nostack)
-        )
-    };
-    acc
 }
 
 /// The `sdot` kernel (module notes): the exact `Σ c·q`, mod 2³².

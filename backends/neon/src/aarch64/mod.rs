@@ -4,6 +4,7 @@
 
 pub(crate) mod f16;
 pub(crate) mod i2s;
+pub(crate) mod q8;
 pub(crate) mod quant;
 pub(crate) mod softmax;
 
@@ -60,4 +61,24 @@ unsafe fn cvt_f32x4_f16(x: float32x4_t) -> uint16x4_t {
     // SAFETY: `fcvtn` is a base Advanced SIMD instruction; registers only.
     unsafe { std::arch::asm!("fcvtn {0:v}.4h, {1:v}.4s", out(vreg) r, in(vreg) x, options(pure, nomem, nostack)) };
     r
+}
+
+/// `acc + sdot(a, b)`: each i32 lane adds the four products of its bytes.
+///
+/// # Safety
+/// The CPU must support `dotprod`.
+#[inline(always)]
+pub(crate) unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: the caller guarantees `dotprod`; `sdot` reads and writes registers only.
+    unsafe {
+        std::arch::asm!(
+            "sdot {0:v}.4s, {1:v}.16b, {2:v}.16b",
+            inout(vreg) acc,
+            in(vreg) a,
+            in(vreg) b,
+            options(pure, nomem, nostack)
+        )
+    };
+    acc
 }
