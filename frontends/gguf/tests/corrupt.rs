@@ -704,7 +704,7 @@ fn unknown_value_types() {
 // ---------------------------------------------------------------------------------------------
 // Tensor infos.
 
-const UNSUPPORTED_IDS: [u32; 30] = [
+const UNSUPPORTED_IDS: [u32; 29] = [
     3,
     4,
     5,
@@ -715,7 +715,6 @@ const UNSUPPORTED_IDS: [u32; 30] = [
     11,
     12,
     13,
-    14,
     15,
     16,
     20,
