@@ -4,7 +4,7 @@
 # toolchain and runs the test binaries under qemu-user, once as a CPU with dotprod and
 # i8mm (QEMU_CPU=max: the sdot kernels) and once as a Cortex-A72 (plain NEON). rustup's
 # toolchain stays the default: RUSTC/RUSTDOC point at Debian's for this build only, which
-# goes to its own target folder. Called by .ci/run; about 10 minutes on 2 cores.
+# goes to its own target folder. Called by .ci/run; about 10 minutes on 2 cores (below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(uname -m)" != x86_64 ] || ! command -v apt-get >/dev/null 2>&1; then
@@ -36,9 +36,21 @@ tests=(--test backends --test neon_kernels --test neon_parity)
 /usr/bin/cargo test --release --target $target -p ops-tests "${tests[@]}" --no-run
 /usr/bin/cargo build --release --target $target -p bitnet-graph
 bin=$CARGO_TARGET_DIR/$target/release/bitnet-graph
+# Under emulation the tiny model's 128k-row F16 head dominates (measured on the 2-core
+# development machine, QEMU_CPU=max: tiny_i2s_batched_bit_exact 159 s; p1's intermediate
+# tensors, logits included, 3 s; the SentencePiece model 21 s; the kernel suites 7 s; `check`
+# on all five models 14 s). To stay within ~10 minutes with the build, CI runs the prompt-at-
+# once parity of every tiny-i2_s prompt (logits and 32 greedy tokens) with sdot only and skips
+# the token-by-token variant (same kernels, one prompt token per pass); the plain-NEON run
+# keeps p1's tensors and logits against bitnet.cpp's dump and the SentencePiece model's
+# greedy tokens. `NEON_FULL=1 .ci/neon.sh` runs everything in both modes.
+skip_max=(--skip tiny_i2s_token_by_token_bit_exact)
+skip_plain=(--skip tiny_i2s_token_by_token_bit_exact --skip tiny_i2s_batched_bit_exact)
+if [ -n "${NEON_FULL:-}" ]; then skip_max=(); skip_plain=(); fi
 for cpu in max cortex-a72; do
   echo "== QEMU_CPU=$cpu"
-  QEMU_CPU=$cpu /usr/bin/cargo test --release --target $target -p ops-tests "${tests[@]}"
+  if [ $cpu = max ]; then skip=("${skip_max[@]}"); else skip=("${skip_plain[@]}"); fi
+  QEMU_CPU=$cpu /usr/bin/cargo test --release --target $target -p ops-tests "${tests[@]}" -- "${skip[@]}"
   for m in ../shared/models/*.gguf; do
     QEMU_CPU=$cpu qemu-aarch64 -L / "$bin" check "$m" --candidate neon | tail -1
   done

@@ -118,7 +118,7 @@ pub enum Op {
     /// ../shared/docs/batching.md; see [`rows_per_seq`]).
     MatMulF16,
     /// Block-quantized-weight matmul: `w [M, K]` q8_0 or q4_0, `x [T, K]` f32 → `[T, M]`
-    /// f32; the activation is quantized to Q8_0 blocks of 32 first (docs/format.md §4.6.2),
+    /// f32; the activation is quantized to Q8_0 blocks of 32 first (../shared/docs/format.md §4.6.2),
     /// in every batch mode.
     MatMulQ8_0,
     /// Per-256-block int8 activation quantization for TQ weights: `x [T, K]` f32 →

@@ -1,5 +1,5 @@
 //! Reference codecs for the weight storage formats: exact decoding to f32 and the packers
-//! used by tests and `synth`. Layouts follow docs/format.md §2; every kernel must agree
+//! used by tests and `synth`. Layouts follow ../shared/docs/format.md §2; every kernel must agree
 //! with these functions.
 
 use half::{bf16, f16};
@@ -152,7 +152,7 @@ pub fn decode_q8_0(data: &[u8], out: &mut [f32]) {
 
 /// Quantizes a row to Q8_0 as llama-quantize does for weights (`quantize_row_q8_0_ref`):
 /// per block of 32, `d = amax/127` stored as f16, `q = round_half_away(x / d)` with the
-/// f32 reciprocal (docs/format.md §4.6.2, "weight quantizer").
+/// f32 reciprocal (../shared/docs/format.md §4.6.2, "weight quantizer").
 pub fn quantize_q8_0_weights(x: &[f32], out: &mut Vec<u8>) {
     for b in x.chunks(32) {
         let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));

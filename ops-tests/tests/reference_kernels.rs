@@ -1,5 +1,5 @@
 //! Bit-exact checks of `backend_scalar::kernels` against bitnet.cpp's own intermediate
-//! tensors (shared/reference/README.md §2.5 and §4.4; docs/format.md §4).
+//! tensors (shared/reference/README.md §2.5 and §4.4; ../shared/docs/format.md §4).
 //!
 //! Every test walks the dumped graph nodes of every reference pass, recomputes each node
 //! of its op family from that node's dumped inputs and the model's weights with the scalar
@@ -31,7 +31,7 @@ use ops_tests::dump::{read_index, DumpNode as Node};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
-/// GGUF type ids (docs/format.md §2.1).
+/// GGUF type ids (../shared/docs/format.md §2.1).
 const GGML_F32: u32 = 0;
 const GGML_F16: u32 = 1;
 const GGML_Q8_0: u32 = 8;

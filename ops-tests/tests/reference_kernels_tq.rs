@@ -28,7 +28,7 @@ use ops_tests::dump::{read_index, DumpNode as Node};
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
 
-/// GGUF type ids (docs/format.md §2.1).
+/// GGUF type ids (../shared/docs/format.md §2.1).
 const GGML_Q4_0: u32 = 2;
 const GGML_TQ1_0: u32 = 34;
 const GGML_TQ2_0: u32 = 35;

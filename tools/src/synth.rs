@@ -212,7 +212,7 @@ fn check_dims(d: &Dims, wtype: DType, embd_type: DType) -> Result<()> {
         }
     }
     // Rows of the linear layers are `--embd` and `--ff` wide; I2_S groups and the block
-    // types' blocks must tile them (docs/format.md §1, §2).
+    // types' blocks must tile them (../shared/docs/format.md §1, §2).
     let row = |t: DType| if t == DType::I2S { I2S_GROUP } else { t.block().map_or(1, |(b, _)| b) };
     for (flag, v) in [("--embd", d.embd), ("--ff", d.ff)] {
         if !v.is_multiple_of(row(wtype)) {

@@ -1,7 +1,7 @@
 //! Long context, bit for bit (issue 16): models synthesized with a 2048-position context,
 //! a 700-token prompt, and every backend this CPU runs must give the scalar reference's
 //! logits exactly — at rows of every prompt chunk (attention over up to 700 positions, the
-//! ≥ 2-column forms of docs/format.md §4.4) and at decoded tokens after the prompt (the
+//! ≥ 2-column forms of ../shared/docs/format.md §4.4) and at decoded tokens after the prompt (the
 //! 1-column forms at depth). Two shapes: head dim 128 with 4 query heads per KV head (the
 //! 2B-4T's), and the tiny preset's head dim 64 with 2. Chunks of odd lengths put query
 //! blocks across 32-position boundaries. Run with `--release`.

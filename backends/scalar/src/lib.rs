@@ -1,6 +1,6 @@
 //! bitnet-graph's scalar reference backend. Its kernels ([`kernels`]) *define* the
 //! numerics every other backend is checked against: plain loops, one documented summation
-//! order and rounding rule per kernel, bitnet.cpp's arithmetic (docs/format.md §4).
+//! order and rounding rule per kernel, bitnet.cpp's arithmetic (../shared/docs/format.md §4).
 //! Parallelism (rayon) only splits output rows, so results never depend on the thread count.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
@@ -300,7 +300,7 @@ fn embedding(inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Causal attention for a step of T tokens over the f16 KV cache (docs/format.md §4.2–4.4).
+/// Causal attention for a step of T tokens over the f16 KV cache (../shared/docs/format.md §4.2–4.4).
 ///
 /// Each token `i` belongs to sequence `seqs[i]`, whose cache is slot `seqs[i]`. Per query
 /// head `hq` (KV head `g = hq / (H/Hkv)`) and token at position `p`:

@@ -2,7 +2,7 @@
 //! (non-finite floats, non-finite or zero scales, the unused ternary code 3), which would
 //! otherwise turn into silent garbage at run time.
 //!
-//! What is checked, per type (layouts in docs/format.md §2):
+//! What is checked, per type (layouts in ../shared/docs/format.md §2):
 //! - F32, F16, BF16: every element is finite.
 //! - Q8_0, Q4_0, Q6_K: every block's f16 scale `d` is finite.
 //! - I2_S: no 2-bit code is 3, and the per-tensor f32 scale is finite and non-zero.

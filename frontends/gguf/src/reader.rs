@@ -1,5 +1,5 @@
 //! The GGUF reader: every count and range checked against the file before use
-//! (docs/format.md §1).
+//! (../shared/docs/format.md §1).
 //!
 //! [`GgufFile::open`] parses the header (metadata and tensor table) from ordinary checked
 //! reads of the file, never through a mapping, so a file truncated while it is parsed gives
@@ -489,7 +489,7 @@ impl GgufFile {
 /// Byte size of a tensor of `dtype` with ggml dimensions `ne` (innermost first), with the
 /// rules [`GgufFile::open`] applies to every tensor: 1 to 4 dimensions, each at least 1, an
 /// element count that fits in an i64, whole blocks per row, and for I2_S rows of a multiple
-/// of 128 and `ne1 % 4 == 0` (docs/format.md §1, §2). `name` is for the message.
+/// of 128 and `ne1 % 4 == 0` (../shared/docs/format.md §1, §2). `name` is for the message.
 pub fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
     if !(1..=4).contains(&ne.len()) {
         return Err(Error::tensor(name, format!("{} dimensions is not in 1..=4", ne.len())));
@@ -503,7 +503,7 @@ pub fn tensor_nbytes(name: &str, dtype: DType, ne: &[u64]) -> Result<u64> {
         if !row.is_multiple_of(128) {
             return Err(Error::tensor(name, format!("I2_S row length ne0 = {row} is not a multiple of 128")));
         }
-        // docs/format.md §1.6: `ne1 % 4 == 0` (which implies `rows % 4 == 0` for 3-D and 4-D).
+        // ../shared/docs/format.md §1.6: `ne1 % 4 == 0` (which implies `rows % 4 == 0` for 3-D and 4-D).
         if ne.len() < 2 || !ne[1].is_multiple_of(4) {
             return Err(Error::tensor(name, format!("I2_S needs a matrix whose ne1 is a multiple of 4, got ne {ne:?}")));
         }

@@ -1,4 +1,4 @@
-//! GGUF tensor type ids and their mapping to [`graph::DType`] (docs/format.md §2.1).
+//! GGUF tensor type ids and their mapping to [`graph::DType`] (../shared/docs/format.md §2.1).
 
 use graph::DType;
 
@@ -14,7 +14,7 @@ pub fn ggml_type_name(id: u32) -> &'static str {
 
 /// Maps a GGUF tensor type id to the dtype we decode, or explains why it is refused.
 ///
-/// Policy (docs/format.md §2.1): 36 is bitnet.cpp's I2_S; 37–39 are fork-internal or LUT
+/// Policy (../shared/docs/format.md §2.1): 36 is bitnet.cpp's I2_S; 37–39 are fork-internal or LUT
 /// formats (I8_S, TL1, TL2) that need a per-model kernel configuration and are refused.
 pub fn dtype_from_ggml(id: u32) -> Result<DType, String> {
     Ok(match id {

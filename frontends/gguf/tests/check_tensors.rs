@@ -93,7 +93,7 @@ fn non_finite_f32_f16_and_bf16_values() {
 
 #[test]
 fn i2s_code_3_and_bad_scales() {
-    // Byte 32·2 + 5 holds elements 256 + 5 + 32j at bits 7-6, 5-4, 3-2, 1-0 (docs/format.md
+    // Byte 32·2 + 5 holds elements 256 + 5 + 32j at bits 7-6, 5-4, 3-2, 1-0 (../shared/docs/format.md
     // §2.2): 0b11_01_01_01 makes element 261 code 3 and the others 0 (code 1).
     let t = "blk.0.attn_q.weight";
     let f = patched("b1-spm-i2_s.gguf", t, 32 * 2 + 5, &[0b1101_0101]);
@@ -134,7 +134,7 @@ fn block_scales_and_tq2_codes() {
     let p = Problem::BadScale { block: Some(1), value: f32::NEG_INFINITY };
     assert_one(&f, t, DType::TQ1_0, p, "scale of block 1 is -inf");
     // TQ2_0: 66-byte blocks, qs[64] then d; byte 33 of block 2 holds elements 128 + 1 + 32l at
-    // bits 2l+1..2l (docs/format.md §2.3): 0b01_11_01_01 makes element 128 + 1 + 64 code 3.
+    // bits 2l+1..2l (../shared/docs/format.md §2.3): 0b01_11_01_01 makes element 128 + 1 + 64 code 3.
     let f = patched("b158-spm-tq2_0.gguf", t, 2 * 66 + 64, &f16::NAN.to_le_bytes());
     let p = Problem::BadScale { block: Some(2), value: f32::NAN };
     assert_one(&f, t, DType::TQ2_0, p, "scale of block 2 is NaN");

@@ -1,4 +1,4 @@
-//! Corrupted GGUF files (docs/format.md §1, "What a robust reader must check"): each one must
+//! Corrupted GGUF files (../shared/docs/format.md §1, "What a robust reader must check"): each one must
 //! give an `Err` of the right kind whose message says where (an offset) or what (the key or
 //! tensor name), never a panic, and parsing must never allocate far beyond the file's size.
 //!
@@ -863,7 +863,7 @@ fn i2s_shape_rules() {
     for ne1 in [1, 2, 3, 5, 6] {
         check(b, l, "blk.0.attn_q.weight", 1, ne1, "multiple of 4");
     }
-    // ne1 itself must be a multiple of 4 (docs/format.md §1.6), not just the row count.
+    // ne1 itself must be a multiple of 4 (../shared/docs/format.md §1.6), not just the row count.
     for (ne, ok) in [(vec![128u64, 2, 2], false), (vec![128, 1, 4], false), (vec![128, 4, 3], true), (vec![256, 8, 1, 5], true)] {
         let bytes = build(&[], &[spec("w", &ne, DType::I2S)], 32);
         if ok {

@@ -1,4 +1,4 @@
-//! I2_S codec against the real files (docs/format.md §2.2): every I2_S tensor of the shared
+//! I2_S codec against the real files (../shared/docs/format.md §2.2): every I2_S tensor of the shared
 //! models decodes to codes in {0, 1, 2} and re-packs, with the file's own scale and 28 trailer
 //! bytes, to exactly the bytes in the file; decoded values are in {−s, 0, +s}. Plus a property
 //! test through the writer and reader.

@@ -1,5 +1,5 @@
 //! Reader round trips: every metadata kind written by `gguf::writer` reads back equal,
-//! version 2, `general.alignment`, zero-copy tensor views, the shared models (docs/format.md §1,
+//! version 2, `general.alignment`, zero-copy tensor views, the shared models (../shared/docs/format.md §1,
 //! shared/reference/README.md §2.2), and a proptest over random small files.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The two F16 dot products (docs/format.md §4.3) as row tiles, and f32 → f16 rounding.
+//! The two F16 dot products (../shared/docs/format.md §4.3) as row tiles, and f32 → f16 rounding.
 //!
 //! - `dot16` ([`Isa::dot16_tile`], `vec_dot_f16_avx2`): four 8-lane accumulators over
 //!   32-element blocks, `acc[a] = fma(w[base+8a..], x[base+8a..], acc[a])`, which is the

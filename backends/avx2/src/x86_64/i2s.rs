@@ -1,6 +1,6 @@
 //! I2_S × int8 integer dot products, a tile of `R` weight rows × `N` tokens per call
 //! (`vec_dot_i2s_i8_avx2`), bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit
-//! lane wrap (docs/format.md §2.2, §4.2).
+//! lane wrap (../shared/docs/format.md §2.2, §4.2).
 //!
 //! Per 128-element group (32 code bytes) and per sub-block `s` in 0..4, the codes of
 //! elements `b + 32s` (b = byte index 0..31) are `(byte >> (6 − 2s)) & 3`, unpacked with a

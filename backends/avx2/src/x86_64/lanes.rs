@@ -1,6 +1,6 @@
 //! The lane kernels of tiled attention (`graph::attn_tiles`): 8 queries side by side, one
 //! per lane of a 256-bit register, each lane computing exactly what the scalar attention
-//! computes for its query (docs/format.md §4.2–4.4).
+//! computes for its query (../shared/docs/format.md §4.2–4.4).
 //!
 //! - Scores: a tile of [`KB`] keys is widened to f32 once; for each of `dot16`'s 32 chains
 //!   (`acc[a][l]`, element `32b + 8a + l`) the 8 queries' elements are one register and

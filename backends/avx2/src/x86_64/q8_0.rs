@@ -1,6 +1,6 @@
 //! Q8_0 head: the activation quantizer (`quantize_row_q8_0_act_avx2`) and the block dot
 //! product as an `R × N` tile (`vec_dot_q8_0_q8_0_avx2`), bit-exact with the scalar
-//! `quantize_row_q8_0_act` / `vec_dot_q8_0_q8_0` (docs/format.md §4.6.2).
+//! `quantize_row_q8_0_act` / `vec_dot_q8_0_q8_0` (../shared/docs/format.md §4.6.2).
 //!
 //! Quantizer, per block of 32: `amax` is the lane-wise `max_ps` of `|x|` reduced over the
 //! lanes (exact: every order gives the same maximum of non-NaN values); a block holding a

@@ -1,5 +1,5 @@
 //! Rotary position embedding (`rope_neox_f32_avx2`, `rope_norm_f32_avx2`), bit-exact with
-//! the scalar `rope_f32` (docs/format.md §4.2): the angles come from the same scalar f32
+//! the scalar `rope_f32` (../shared/docs/format.md §4.2): the angles come from the same scalar f32
 //! code (ggml's iterative θ, `cosf`/`sinf` through std, the very functions the scalar
 //! backend calls), and every pair is rotated with the scalar's operations,
 //! `x1s = x1·s`, `x1c = x1·c` (each rounded), `out_a = fma(x0, c, −x1s)`,

@@ -1,4 +1,4 @@
-//! The two F16 dot products (docs/format.md §4.3) as row tiles on 512-bit registers, and
+//! The two F16 dot products (../shared/docs/format.md §4.3) as row tiles on 512-bit registers, and
 //! f32 → f16 rounding, bit-exact with scalar `vec_dot_f16` / `vec_dot_f16_f32`.
 //!
 //! - `dot16` ([`Isa::dot16_tile`], `vec_dot_f16_avx512`): the scalar keeps four 8-lane

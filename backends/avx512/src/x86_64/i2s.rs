@@ -1,5 +1,5 @@
 //! I2_S × int8 integer dot products on 512-bit registers over the `i2s_r16` weight layout,
-//! bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit lane wrap (docs/format.md
+//! bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit lane wrap (../shared/docs/format.md
 //! §2.2, §4.2).
 //!
 //! ## The `i2s_r16` layout

@@ -1,5 +1,5 @@
 //! Per-token int8 activation quantizer of the I2_S matmul (`quantize_row_i8_avx512`),
-//! bit-exact with scalar `quantize_row_i8` (docs/format.md §4.2).
+//! bit-exact with scalar `quantize_row_i8` (../shared/docs/format.md §4.2).
 //!
 //! - `max|x|` is a lane-wise maximum of `|x|` reduced over the lanes: without NaN every
 //!   order gives the same maximum, and `m = max(1e-5, f64(max))` is the scalar's

@@ -1,5 +1,5 @@
 //! ggml's vector `exp` on 16 lanes and the attention softmax (`softmax_f32_avx512`),
-//! bit-exact with scalar `vexp_f32` / `softmax_f32` (docs/format.md §4.2).
+//! bit-exact with scalar `vexp_f32` / `softmax_f32` (../shared/docs/format.md §4.2).
 //!
 //! [`vexp16`] is the scalar `vexp_f32` evaluated lane-wise: the same FMAs and products on
 //! the same f32 constants, the same wrapping integer steps on the bit patterns, and the two

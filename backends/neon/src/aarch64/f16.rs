@@ -1,4 +1,4 @@
-//! The two F16 dot products of docs/format.md §4.3, lane for lane on 4-lane registers, and
+//! The two F16 dot products of ../shared/docs/format.md §4.3, lane for lane on 4-lane registers, and
 //! f16 rounding.
 //!
 //! - `dot16` (`vec_dot_f16_Rx1_neon`): the scalar's four 8-lane accumulators are eight

@@ -1,6 +1,6 @@
 //! I2_S × int8 integer dot products, a tile of `R` weight rows × `N` tokens per call, on the
 //! file layout, bit-exact with scalar `vec_dot_i2s_i8` including its 16-bit lane wrap
-//! (docs/format.md §2.2, §4.2).
+//! (../shared/docs/format.md §2.2, §4.2).
 //!
 //! Per 128-element group (32 code bytes, two 16-byte vectors) and sub-block `s` in 0..4, the
 //! code of element `32s + b` (b = byte 0..31) is `(byte b >> (6 − 2s)) & 3` (`ushl` by a

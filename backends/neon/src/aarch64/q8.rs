@@ -1,7 +1,7 @@
 //! Q8_0 and Q4_0 output heads: the Q8_0 activation quantizer (`quantize_row_q8_0_act_neon`)
 //! and the block dot products (`vec_dot_q8_0_q8_0_neon`, `vec_dot_q4_0_q8_0_neon`), bit-exact
 //! with the scalar `quantize_row_q8_0_act`, `vec_dot_q8_0_q8_0` and `vec_dot_q4_0_q8_0`
-//! (docs/format.md §4.6.2).
+//! (../shared/docs/format.md §4.6.2).
 //!
 //! ## Quantizer
 //! Per block of 32: `amax` is a lane-wise `fmax` of `|x|` (the scalar's sequential maximum

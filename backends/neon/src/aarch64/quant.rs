@@ -1,5 +1,5 @@
 //! Per-token int8 activation quantizer of the I2_S matmul (`quantize_row_i8_neon`),
-//! bit-exact with scalar `quantize_row_i8` (docs/format.md §4.2).
+//! bit-exact with scalar `quantize_row_i8` (../shared/docs/format.md §4.2).
 //!
 //! - `max|x|` is a lane-wise `fmax` of `|x|` reduced over the lanes; a row holding a NaN
 //!   redoes the maximum with the scalar's sequential rule ([`graph::quant::i8_row_scale`]).

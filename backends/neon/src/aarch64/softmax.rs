@@ -1,5 +1,5 @@
 //! The attention softmax (`softmax_f32_neon`), bit-exact with scalar `softmax_f32`
-//! (docs/format.md §4.2), and ggml's vector `exp` four lanes at a time.
+//! (../shared/docs/format.md §4.2), and ggml's vector `exp` four lanes at a time.
 //!
 //! - The maximum is a lane-wise `fmax` when the row holds no NaN (every order then gives
 //!   the scalar's sequential C `MAX`); a row with a NaN redoes it sequentially.

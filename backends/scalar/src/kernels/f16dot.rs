@@ -1,4 +1,4 @@
-//! The two F16 dot products of bitnet.cpp (docs/format.md §4.3) and f16 rounding.
+//! The two F16 dot products of bitnet.cpp (../shared/docs/format.md §4.3) and f16 rounding.
 //!
 //! Which one a product uses depends on the batch (§4.4): with one column the f32 operand is
 //! rounded to f16 ([`f16_round`] / `half::f16::from_f32`) and [`vec_dot_f16`] is used; with

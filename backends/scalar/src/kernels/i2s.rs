@@ -1,6 +1,6 @@
 //! I2_S matrix-vector product: the per-token int8 activation quantizer and the integer
 //! dot product of bitnet.cpp's AVX2 kernel (BitNet `src/ggml-bitnet-mad.cpp`),
-//! docs/format.md §2.2 and §4.2.
+//! ../shared/docs/format.md §2.2 and §4.2.
 //!
 //! A full product `y = I2S(W, x)` for one token is
 //!
@@ -57,7 +57,7 @@ pub fn quantize_row_i8(x: &[f32], q: &mut [i8]) -> (f32, i32) {
 /// at bits `6−2·(p/32) + 1 .. 6−2·(p/32)`; the code `c` is used as an unsigned integer
 /// (0, 1, 2; a never-written code 3 counts as 3, as in the kernel).
 ///
-/// Summation (the 16-bit lane caveat of docs/format.md §4.2):
+/// Summation (the 16-bit lane caveat of ../shared/docs/format.md §4.2):
 ///
 /// ```text
 /// total = 0 (i32)

@@ -1,4 +1,4 @@
-//! Scalar reference kernels: the exact f32 arithmetic of bitnet.cpp (docs/format.md §4).
+//! Scalar reference kernels: the exact f32 arithmetic of bitnet.cpp (../shared/docs/format.md §4).
 //!
 //! Every function here reproduces one bitnet.cpp / ggml kernel bit for bit, written as
 //! plain loops so that the summation order and every rounding step can be read off the

@@ -1,4 +1,4 @@
-//! RMSNorm (ggml `rms_norm` followed by the separate weight `mul`), docs/format.md §4.2.
+//! RMSNorm (ggml `rms_norm` followed by the separate weight `mul`), ../shared/docs/format.md §4.2.
 
 /// RMSNorm of one row followed by the elementwise weight multiply:
 /// `out[i] = f32(f32(x[i]·r)·w[i])`.

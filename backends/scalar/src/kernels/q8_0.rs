@@ -1,6 +1,6 @@
 //! Q8_0 output head: the activation quantizer (`quantize_row_q8_0`, AVX2) and the block dot
 //! product (`ggml_vec_dot_q8_0_q8_0`, AVX2 + FMA; tinyBLAS_Q0_AVX is identical per output),
-//! docs/format.md §4.6.2.
+//! ../shared/docs/format.md §4.6.2.
 
 use half::f16;
 

@@ -1,4 +1,4 @@
-//! Rotary position embedding (ggml `rope_f32`, no YaRN, freq_scale 1), docs/format.md §4.2.
+//! Rotary position embedding (ggml `rope_f32`, no YaRN, freq_scale 1), ../shared/docs/format.md §4.2.
 
 use graph::RopeStyle;
 

@@ -1,4 +1,4 @@
-//! ggml's vector `exp` and the softmax of attention rows, docs/format.md §4.2.
+//! ggml's vector `exp` and the softmax of attention rows, ../shared/docs/format.md §4.2.
 
 /// f32 from its bit pattern (the hex-float constants of ggml's `ggml_v_expf`).
 const fn c(bits: u32) -> f32 {

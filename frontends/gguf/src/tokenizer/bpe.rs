@@ -1,5 +1,5 @@
 //! Byte-level BPE (`tokenizer.ggml.model = gpt2`): merge table and the per-piece merge loop
-//! (docs/format.md §6.1-6.2), as llama.cpp's `llm_tokenizer_bpe_session::tokenize`.
+//! (../shared/docs/format.md §6.1-6.2), as llama.cpp's `llm_tokenizer_bpe_session::tokenize`.
 //!
 //! llama.cpp works on strings: a symbol is a substring of the byte-level encoded piece, a
 //! bigram's rank is looked up by its two strings, and the final symbols are looked up in the

@@ -1,4 +1,4 @@
-//! GPT-2's byte ↔ code-point map (`bytes_to_unicode`, docs/format.md §6.1).
+//! GPT-2's byte ↔ code-point map (`bytes_to_unicode`, ../shared/docs/format.md §6.1).
 //!
 //! Bytes `0x21..=0x7E`, `0xA1..=0xAC` and `0xAE..=0xFF` map to the code point of the same
 //! value; the other 68 bytes, in increasing order, map to U+0100 + k.

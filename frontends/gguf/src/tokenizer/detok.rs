@@ -1,4 +1,4 @@
-//! Streaming detokenization: raw token bytes in, valid UTF-8 text out (docs/format.md §6.5).
+//! Streaming detokenization: raw token bytes in, valid UTF-8 text out (../shared/docs/format.md §6.5).
 
 /// Turns a stream of token pieces (raw bytes, see [`super::Tokenizer::token_to_piece`]) into
 /// text. A token may end inside a UTF-8 character (CJK, emoji): `push` returns everything up

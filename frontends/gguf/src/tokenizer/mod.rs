@@ -1,4 +1,4 @@
-//! The tokenizer built from GGUF metadata (docs/format.md §6), reproducing bitnet.cpp's
+//! The tokenizer built from GGUF metadata (../shared/docs/format.md §6), reproducing bitnet.cpp's
 //! (llama.cpp's) `llama_tokenize` and `llama_token_to_piece`.
 //!
 //! Supported: byte-level BPE (`tokenizer.ggml.model = gpt2`) with the "default" and the

@@ -1,5 +1,5 @@
 //! Pre-tokenizers: split a raw text fragment into the pieces that BPE merges within
-//! (docs/format.md §6.3).
+//! (../shared/docs/format.md §6.3).
 //!
 //! These are hand-written matchers that reproduce llama.cpp's `unicode_regex_split` for the
 //! two regex sets we support, position for position:

@@ -1,4 +1,4 @@
-//! Code-point classes as llama.cpp's `unicode.cpp` sees them (docs/format.md §6.3).
+//! Code-point classes as llama.cpp's `unicode.cpp` sees them (../shared/docs/format.md §6.3).
 //!
 //! llama.cpp classifies code points with its own table (`unicode-data.cpp`, generated from
 //! Unicode 15.1's UnicodeData.txt) and a fixed White_Space list. We ship the same data:
