@@ -196,6 +196,103 @@ pub fn attend<J: LaneKernels>(
     }
 }
 
+/// Positions from which a lone decoded token takes [`decode_split`].
+pub const SPLIT_MIN_KEYS: usize = 256;
+/// Keys per score task of [`decode_split`].
+const SPLIT_KEYS: usize = 256;
+/// Value rows (head dimensions) per P·V task of [`decode_split`].
+const SPLIT_DIMS: usize = 32;
+
+/// One decoded token at position `p` (its sequence's only token in the step) whose slot
+/// starts `cache.k` / `cache.v`: the scalar reference's scores, softmax and `dot16` P·V
+/// (../shared/docs/format.md §4.2–4.4), split so that every thread works and each key and value row is read once for all
+/// the query heads of its KV head: scores by (KV head, block of keys), softmax by head, P·V by
+/// (KV head, block of value rows). Every score and every output element is the same single
+/// `dot16` over the same elements in the same order, so the split changes no bit.
+pub fn decode_split<K: DecodeKernels>(kern: &K, cache: &CacheView<'_>, q: &[f32], p: usize, o: &mut [f32]) {
+    let (n_head, n_head_kv, hd, stride) = (cache.n_head, cache.n_head_kv, cache.hd, cache.stride);
+    let group = n_head / n_head_kv;
+    let n_kv = (p + 1).div_ceil(32) * 32;
+    let mut q16 = vec![0f32; n_head * hd];
+    kern.round_f16(q, &mut q16);
+    // 1. Scores, w[h][j] for j ≤ p (−inf above, to n_kv), by (KV head, block of keys).
+    let mut w = vec![f32::NEG_INFINITY; n_head * n_kv];
+    per_group_blocks(n_head_kv, group, p + 1, SPLIT_KEYS, n_kv, &mut w, |g, j0, outs| {
+        let nj = outs[0].len();
+        let keys = &cache.k[(g * stride + j0) * hd * 2..(g * stride + j0 + nj) * hd * 2];
+        kern.dot16_rows(keys, hd * 2, &q16[g * group * hd..(g + 1) * group * hd], hd, hd, outs);
+    });
+    // 2. Softmax per head, then the probabilities rounded to f16 (the one-column form).
+    let mut p16 = vec![0f32; n_head * n_kv];
+    w.par_chunks_mut(n_kv).zip(p16.par_chunks_mut(n_kv)).for_each(|(row, row16)| {
+        for s in &mut row[..p + 1] {
+            *s *= cache.scale;
+        }
+        kern.softmax(row);
+        kern.round_f16(row, row16);
+    });
+    // 3. o[h][d] = dot16(V16[g][d], f16(P[h])), by (KV head, block of value rows).
+    per_group_blocks(n_head_kv, group, hd, SPLIT_DIMS, hd, o, |g, d0, outs| {
+        let nd = outs[0].len();
+        let vals = &cache.v[(g * hd + d0) * stride * 2..((g * hd + d0 + nd - 1) * stride + n_kv) * 2];
+        kern.dot16_rows(vals, stride * 2, &p16[g * group * n_kv..(g + 1) * group * n_kv], n_kv, n_kv, outs);
+    });
+}
+
+/// Runs `f(g, c0, outs)` in parallel for every KV head `g` and block of columns `c0 ..
+/// c0 + len` of `0 .. n` (`outs`: one slice of `len` per query head of the group), then writes
+/// each head `h`'s results to `dst[h·row + c0 ..]`.
+#[allow(clippy::too_many_arguments)]
+fn per_group_blocks(
+    n_head_kv: usize,
+    group: usize,
+    n: usize,
+    block: usize,
+    row: usize,
+    dst: &mut [f32],
+    f: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
+) {
+    let blocks = n.div_ceil(block);
+    let place = |task: usize| (task / blocks, task % blocks * block);
+    let parts: Vec<Vec<f32>> = (0..n_head_kv * blocks)
+        .into_par_iter()
+        .map(|task| {
+            let (g, c0) = place(task);
+            let len = block.min(n - c0);
+            let mut part = vec![0f32; group * len];
+            let mut outs: Vec<&mut [f32]> = part.chunks_exact_mut(len).collect();
+            f(g, c0, &mut outs);
+            part
+        })
+        .collect();
+    for (task, part) in parts.iter().enumerate() {
+        let (g, c0) = place(task);
+        let len = part.len() / group;
+        for (hh, src) in part.chunks_exact(len).enumerate() {
+            let h = g * group + hh;
+            dst[h * row + c0..h * row + c0 + len].copy_from_slice(src);
+        }
+    }
+}
+
+/// Whether a decoded token at position `p` (alone in its sequence, in a step with too few
+/// (token, KV head) pairs for the threads) takes [`decode_split`].
+pub fn split_decode(p: usize) -> bool {
+    p + 1 >= SPLIT_MIN_KEYS
+}
+
+/// The kernels of one instruction set that [`decode_split`] runs, each the scalar
+/// reference's operation exactly.
+pub trait DecodeKernels: Sync {
+    /// `out[i] = f32(f16(x[i]))`, nearest even.
+    fn round_f16(&self, x: &[f32], out: &mut [f32]);
+    /// `outs[t][r] = dot16(row r of w, x[t])` for the rows `r < outs[t].len()`, row `r` being
+    /// `k` f16 at byte `r·row_stride` of `w` and `x[t]` `k` values at `t·x_stride` of `x`.
+    fn dot16_rows(&self, w: &[u8], row_stride: usize, x: &[f32], x_stride: usize, k: usize, outs: &mut [&mut [f32]]);
+    /// The scalar `softmax_f32` over the whole row (−inf entries give 0).
+    fn softmax(&self, row: &mut [f32]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,3 +320,4 @@ mod tests {
         assert_eq!(all, want);
     }
 }
+

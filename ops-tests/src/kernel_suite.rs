@@ -237,7 +237,7 @@ pub fn matmul_q8_0_bit_exact(b: &dyn Backend, label: &str) {
         for m in [1usize, 2, 3, 4, 5, 13] {
             for t in [1usize, 2, 3, 5] {
                 for kind in 0..3u8 {
-                    let mut w = Vec::with_capacity(m * k / 32 * 34);
+                    let mut w = Vec::with_capacity(m * DType::Q8_0.row_bytes(k).unwrap());
                     for _ in 0..m * k / 32 {
                         w.extend_from_slice(&half::f16::from_f32(rng.f32(-0.05, 0.05)).to_le_bytes());
                         let extreme = rng.below(4) == 0;

@@ -453,7 +453,7 @@ fn matmul_f16_bit_exact() {
 }
 
 fn q8_0_weights(rng: &mut Rng, m: usize, k: usize) -> Vec<u8> {
-    let mut w = Vec::with_capacity(m * k / 32 * 34);
+    let mut w = Vec::with_capacity(m * DType::Q8_0.row_bytes(k).unwrap());
     for _ in 0..m * k / 32 {
         w.extend_from_slice(&f16::from_f32(rng.f32(1e-4, 0.05)).to_le_bytes());
         w.extend((0..32).map(|_| rng.i8() as u8));

@@ -165,7 +165,7 @@ fn norm_vector(rng: &mut Rng, n: usize) -> Vec<u8> {
 }
 
 fn q8_0_row(x: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(x.len() / 32 * 34);
+    let mut out = Vec::with_capacity(DType::Q8_0.row_bytes(x.len()).unwrap_or(0));
     graph::quant::quantize_q8_0_weights(x, &mut out);
     out
 }

@@ -110,9 +110,12 @@ pub(crate) fn attention(
     // 2. Attend. o: [T, H·hd]; a task is one token's heads `h0 .. h0 + per_task` (all of one
     // KV head's group, or one head when there are few pairs).
     let per_task = if t * n_head_kv >= 4 * rayon::current_num_threads() { group } else { 1 };
+    // A sequence's only token at depth, when there are too few (token, KV head) pairs to
+    // share out: split over keys and value rows instead (`decode_split`).
+    let split = |i: usize| per_task == 1 && one_row[i] == 1 && graph::attn_tiles::split_decode(pos[i] as usize);
     o.par_chunks_mut(per_task * hd).enumerate().for_each_init(Scratch::default, |sc, (task, orows)| {
         let (i, h0) = (task * per_task / n_head, task * per_task % n_head);
-        if multi(i) {
+        if multi(i) || split(i) {
             return;
         }
         let g = h0 / group;
@@ -149,9 +152,33 @@ pub(crate) fn attention(
             drive::<_, 4>(&job, HEAD_TILE, &mut outs);
         }
     });
+    for i in (0..t).filter(|&i| split(i)) {
+        let base = 2 * seqs[i] as usize * slot_len;
+        let cache = graph::attn_tiles::CacheView { k: &kb[base..], v: &vb[base..], stride, n_head, n_head_kv, hd, scale };
+        let rows = i * n_head * hd..(i + 1) * n_head * hd;
+        graph::attn_tiles::decode_split(&Decode(isa), &cache, &q[rows.clone()], pos[i] as usize, &mut o[rows]);
+    }
     if (0..t).any(multi) {
         let cache = graph::attn_tiles::CacheView { k: kb, v: vb, stride, n_head, n_head_kv, hd, scale };
         graph::attn_tiles::attend(&Lanes(isa), cache, q, pos, seqs, multi, o);
     }
     Ok(())
+}
+
+/// The one-token kernels [`graph::attn_tiles::decode_split`] runs on.
+struct Decode(Isa);
+
+impl graph::attn_tiles::DecodeKernels for Decode {
+    fn round_f16(&self, x: &[f32], out: &mut [f32]) {
+        self.0.round_f16(x, out);
+    }
+
+    fn dot16_rows(&self, w: &[u8], row_stride: usize, x: &[f32], x_stride: usize, k: usize, outs: &mut [&mut [f32]]) {
+        let job = Dot16Job { isa: self.0, w, row_stride, x, x_stride, k };
+        drive::<_, 2>(&job, HEAD_TILE, outs);
+    }
+
+    fn softmax(&self, row: &mut [f32]) {
+        self.0.softmax(row);
+    }
 }

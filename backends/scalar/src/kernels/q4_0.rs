@@ -82,7 +82,7 @@ mod tests {
         let k = 256;
         let x: Vec<f32> = (0..k).map(|_| rng.f32(-2.0, 2.0)).collect();
         let w = random_q4_0(&mut rng, k / 32);
-        let mut a = vec![0u8; k / 32 * 34];
+        let mut a = vec![0u8; graph::DType::Q8_0.row_bytes(k).unwrap()];
         quantize_row_q8_0_act(&x, &mut a);
         let mut wf = vec![0.0f32; k];
         graph::quant::decode_q4_0(&w, &mut wf);

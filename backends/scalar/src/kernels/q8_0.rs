@@ -160,7 +160,7 @@ mod tests {
         let k = 384;
         let x: Vec<f32> = (0..k).map(|_| rng.f32(-2.0, 2.0)).collect();
         let wv: Vec<f32> = (0..k).map(|_| rng.f32(-1.0, 1.0)).collect();
-        let (mut xa, mut wq) = (vec![0u8; k / 32 * 34], vec![0u8; k / 32 * 34]);
+        let (mut xa, mut wq) = (vec![0u8; graph::DType::Q8_0.row_bytes(k).unwrap()], vec![0u8; graph::DType::Q8_0.row_bytes(k).unwrap()]);
         quantize_row_q8_0_act(&x, &mut xa);
         quantize_row_q8_0_act(&wv, &mut wq);
         let mut want = 0.0f64;
