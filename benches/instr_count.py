@@ -66,7 +66,7 @@ def main():
     if not m:
         sys.exit(f"instr_count: no weight_bytes in the output: {out!r}")
     per_call = (hi - lo) / 4
-    kernel = out.strip().splitlines()[-1].split(" i2s_")[0].split(" f16_")[0]
+    kernel = out.strip().splitlines()[-1].split(f" {a.case} weight_bytes")[0]
     print(f"{a.backend:8} {a.cpu:11} {a.case:10} {per_call:12.0f} instr/call {per_call / int(m.group(1)):7.3f} instr/weight byte  ({kernel})")
 
 

@@ -197,7 +197,7 @@ pub fn attend<J: LaneKernels>(
 }
 
 /// Positions from which a lone decoded token takes [`decode_split`].
-pub const SPLIT_MIN_KEYS: usize = 256;
+const SPLIT_MIN_KEYS: usize = 256;
 /// Keys per score task of [`decode_split`].
 const SPLIT_KEYS: usize = 256;
 /// Value rows (head dimensions) per P·V task of [`decode_split`].
@@ -205,9 +205,9 @@ const SPLIT_DIMS: usize = 32;
 
 /// One decoded token at position `p` (its sequence's only token in the step) whose slot
 /// starts `cache.k` / `cache.v`: the scalar reference's scores, softmax and `dot16` P·V
-/// (../shared/docs/format.md §4.2–4.4), split so that every thread works and each key and value row is read once for all
-/// the query heads of its KV head: scores by (KV head, block of keys), softmax by head, P·V by
-/// (KV head, block of value rows). Every score and every output element is the same single
+/// (../shared/docs/format.md §4.2–4.4), split so that every thread works and each key and
+/// value row is read once for all the query heads of its KV head: scores by (KV head, block
+/// of keys), softmax by head, P·V by (KV head, block of value rows). Every score and every output element is the same single
 /// `dot16` over the same elements in the same order, so the split changes no bit.
 pub fn decode_split<K: DecodeKernels>(kern: &K, cache: &CacheView<'_>, q: &[f32], p: usize, o: &mut [f32]) {
     let (n_head, n_head_kv, hd, stride) = (cache.n_head, cache.n_head_kv, cache.hd, cache.stride);
@@ -320,4 +320,3 @@ mod tests {
         assert_eq!(all, want);
     }
 }
-
