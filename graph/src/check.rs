@@ -201,7 +201,12 @@ fn compare(op: &Op, cand: TensorRef<'_>, reference: TensorRef<'_>) -> (Metrics, 
                     }
                     // Both backends agree, but a forward pass never produces NaN or ±inf from
                     // sound weights: flag it (llama.cpp's `--check-tensors` finds the cause).
-                    return (m, Err(format!("element {i} is {y} in both backends: a non-finite output (check the weights with --check-tensors)")));
+                    return (
+                        m,
+                        Err(format!(
+                            "element {i} is {y} in both backends: a non-finite output (check the weights with --check-tensors)"
+                        )),
+                    );
                 }
                 let d = (f64::from(x) - f64::from(y)).abs();
                 m.max_abs = m.max_abs.max(d);

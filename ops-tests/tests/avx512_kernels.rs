@@ -41,7 +41,6 @@ fn label(b: &Avx512Backend) -> &'static str {
     }
 }
 
-
 #[test]
 fn matmul_i2s_bit_exact() {
     for b in backends() {

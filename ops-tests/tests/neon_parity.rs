@@ -37,7 +37,13 @@ fn logits_and_tokens_bit_exact(model: &str, dir: &str, ubatch: usize) {
             let r = gguf::npy::read_f32(shared(&format!("{dir}/{f}"))).unwrap();
             assert_eq!(r.shape, vec![n, n_vocab]);
             for (i, (g, w)) in run.prompt_logits.iter().zip(&r.data).enumerate() {
-                assert_eq!(g.to_bits(), w.to_bits(), "{dir} {}: logit {i} (pos {}): neon {g:e}, reference {w:e}", p.id, i / n_vocab);
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{dir} {}: logit {i} (pos {}): neon {g:e}, reference {w:e}",
+                    p.id,
+                    i / n_vocab
+                );
             }
             compared = r.data.len();
         } else {

@@ -154,7 +154,6 @@ impl TileJob for I2sJob<'_> {
     }
 }
 
-
 pub(crate) fn matmul_i2s(isa: Isa, vnni: Option<Vnni>, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
     let op = "MatMulI2S";
     let w = inputs[0].bytes()?;

@@ -31,7 +31,6 @@ const TASKS_PER_THREAD: usize = 8;
 /// of consecutive rows streamed from memory, and fewer, longer runs stream better).
 const I2S_TASKS_PER_THREAD: usize = 2;
 
-
 /// The weight layout of this backend's I2_S kernels: `i2s_r16` (rows interleaved in blocks
 /// of 16, `x86_64::i2s` module notes), prepared once when a program binds its weights.
 pub(crate) fn i2s_r16_prep() -> WeightPrep {

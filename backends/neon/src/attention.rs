@@ -33,10 +33,22 @@ pub(crate) fn attention(
     if n_head_kv == 0 || !n_head.is_multiple_of(n_head_kv) || hd == 0 {
         return Err(fail(op, format!("{n_head} heads, {n_head_kv} KV heads, head dim {hd}")));
     }
-    if q.len() != t * n_head * hd || kn.len() != t * kv_len || vn.len() != t * kv_len || o.len() != t * n_head * hd || seqs.len() != t {
+    if q.len() != t * n_head * hd
+        || kn.len() != t * kv_len
+        || vn.len() != t * kv_len
+        || o.len() != t * n_head * hd
+        || seqs.len() != t
+    {
         return Err(fail(
             op,
-            format!("q {}, k {}, v {}, {} sequence ids, output {} for {t} tokens", q.len(), kn.len(), vn.len(), seqs.len(), o.len()),
+            format!(
+                "q {}, k {}, v {}, {} sequence ids, output {} for {t} tokens",
+                q.len(),
+                kn.len(),
+                vn.len(),
+                seqs.len(),
+                o.len()
+            ),
         ));
     }
     let slot_len = kv.slot_len(n_head_kv, hd);

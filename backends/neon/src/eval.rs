@@ -192,7 +192,13 @@ pub(crate) fn matmul_f16(isa: Isa, inputs: &[TensorRef<'_>], out: &mut TensorMut
     if w.len() < m * k * 2 || inputs[1].dims != [t, k] || x.len() != t * k || o.len() != t * m || seqs.len() != t {
         return Err(fail(
             op,
-            format!("weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}", w.len(), inputs[1].dims, seqs.len(), o.len()),
+            format!(
+                "weight [{m}, {k}] of {} bytes, x {:?}, {} sequence ids, output of {}",
+                w.len(),
+                inputs[1].dims,
+                seqs.len(),
+                o.len()
+            ),
         ));
     }
     if m == 0 || t == 0 {

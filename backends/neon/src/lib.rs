@@ -158,7 +158,9 @@ impl Backend for NeonBackend {
         let isa = self.isa;
         let d: Vec<DType> = inputs.iter().map(|f| f.dtype).collect();
         match op {
-            Op::QuantizeI8 if d == [F32] => Some(Kernel::new("quantize_row_i8_neon", move |i, o, _| eval::quantize_i8(isa, i, o))),
+            Op::QuantizeI8 if d == [F32] => {
+                Some(Kernel::new("quantize_row_i8_neon", move |i, o, _| eval::quantize_i8(isa, i, o)))
+            }
             Op::MatMulI2S if d == [I2S, Q8Tok] && fixed_last(inputs, 0).is_some_and(|k| k % 128 == 0) => {
                 let exact = format!("vec_dot_i2s_i8_{I2S_ROWS_1}x1_neon (T=1) | vec_dot_i2s_i8_{I2S_ROWS}x{I2S_TOKENS}_neon");
                 let name = match isa.dotprod() {

@@ -49,7 +49,8 @@ impl Isa {
             for (o, acc_r) in out.iter_mut().zip(&acc) {
                 let s = |h: usize| vaddq_f32(vaddq_f32(acc_r[0][h], acc_r[2][h]), vaddq_f32(acc_r[1][h], acc_r[3][h]));
                 let t = vaddq_f32(s(0), s(1));
-                let (t0, t1, t2, t3) = (vgetq_lane_f32::<0>(t), vgetq_lane_f32::<1>(t), vgetq_lane_f32::<2>(t), vgetq_lane_f32::<3>(t));
+                let (t0, t1, t2, t3) =
+                    (vgetq_lane_f32::<0>(t), vgetq_lane_f32::<1>(t), vgetq_lane_f32::<2>(t), vgetq_lane_f32::<3>(t));
                 *o = (t0 + t1) + (t2 + t3);
             }
             out

@@ -36,11 +36,11 @@ pub fn rms_norm_f32(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::TestRng;
+    use graph::rng::Rng;
 
     #[test]
     fn unit_rms_with_unit_weight() {
-        let mut rng = TestRng(7);
+        let mut rng = Rng::new(7);
         let x: Vec<f32> = (0..256).map(|_| rng.f32(-3.0, 3.0)).collect();
         let w = vec![1.0f32; 256];
         let mut out = vec![0.0f32; 256];

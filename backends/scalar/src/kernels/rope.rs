@@ -54,10 +54,10 @@ pub fn rope_f32(x: &mut [f32], n_head: usize, head_dim: usize, n_rot: usize, pos
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::TestRng;
+    use graph::rng::Rng;
 
     fn random_heads(n: usize, seed: u64) -> Vec<f32> {
-        let mut rng = TestRng(seed);
+        let mut rng = Rng::new(seed);
         (0..n).map(|_| rng.f32(-2.0, 2.0)).collect()
     }
 
