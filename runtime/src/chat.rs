@@ -113,6 +113,7 @@ impl ChatFormat {
         let mut parts: Vec<String> = Vec::new();
         let mut first_user = true;
         let system = messages.iter().find(|m| m.role == Role::System).map(|m| m.content.as_str());
+        let has_user = messages.iter().any(|m| m.role == Role::User);
         for m in messages {
             let c = &m.content;
             let part = match (self, m.role) {
@@ -120,8 +121,10 @@ impl ChatFormat {
                 (ChatFormat::Bitnet, Role::User) => format!("User: {c}<|eot_id|>"),
                 (ChatFormat::Bitnet, Role::Assistant) => format!("Assistant: {c}<|eot_id|>"),
                 (ChatFormat::Llama3, r) => format!("<|start_header_id|>{}<|end_header_id|>\n\n{c}<|eot_id|>", r.name()),
-                // LLaMA-2 folds the system prompt into the first instruction.
-                (ChatFormat::Llama2, Role::System) => continue,
+                // LLaMA-2 folds the system prompt into the first instruction; without one, it
+                // is an instruction of its own (it is never dropped).
+                (ChatFormat::Llama2, Role::System) if has_user => continue,
+                (ChatFormat::Llama2, Role::System) => format!("[INST] <<SYS>>\n{c}\n<</SYS>>\n\n [/INST]"),
                 (ChatFormat::Llama2, Role::User) => {
                     let p = match (first_user, system) {
                         (true, Some(s)) => format!("[INST] <<SYS>>\n{s}\n<</SYS>>\n\n{c} [/INST]"),
@@ -201,6 +204,14 @@ mod tests {
         assert_eq!(ChatFormat::ChatMl.render_messages(&msgs)[3], "<|im_start|>user\nc<|im_end|>\n<|im_start|>assistant\n");
         assert_eq!(Role::parse("developer"), Some(Role::System));
         assert_eq!(Role::parse("tool"), None);
+    }
+
+    #[test]
+    fn llama2_keeps_a_system_prompt_without_instruction() {
+        let msgs = [ChatMessage::new(Role::System, "be brief")];
+        assert_eq!(ChatFormat::Llama2.render_messages(&msgs), vec!["[INST] <<SYS>>\nbe brief\n<</SYS>>\n\n [/INST]"]);
+        // No message at all renders nothing (the caller's prompt check refuses it).
+        assert!(ChatFormat::Llama2.render_messages(&[]).is_empty());
     }
 
     #[test]
