@@ -1,6 +1,7 @@
 //! Criterion benches of the hot kernels at 2B-4T shapes, every backend side by side.
 //! Groups are `{op}/{shape}`; throughput is bytes of weights (GEMV, LM head, attention KV)
-//! or multiply-accumulates (GEMM). Run: `cargo bench -p benches`.
+//! or multiply-accumulates (GEMM, long-context attention). Run: `cargo bench -p benches`
+//! (one group: `cargo bench -p benches -- attention/`).
 
 use std::time::Duration;
 
@@ -28,6 +29,12 @@ fn kernels(c: &mut Criterion) {
     bench_call(c, "vec_dot_f16/128256x2560", || f16_matmul(128256, 2560, 1, true), false);
     bench_call(c, "vec_dot_f16/128256x2560x8seq", || f16_matmul(128256, 2560, 8, true), false);
     bench_call(c, "attention/ctx1024", || attention(1024, 1), false);
+    // Long context (issue 16): one decoded query and a 512-token prompt block whose last
+    // position is the 512th / 2048th / 4096th, every backend side by side.
+    for n in [512, 2048, 4096] {
+        bench_call(c, &format!("attention/ctx{n}x1"), || attention(n - 1, 1), true);
+        bench_call(c, &format!("attention/ctx{n}x512"), || attention(n - 512, 512), true);
+    }
 }
 
 criterion_group!(benches, kernels);
