@@ -28,7 +28,7 @@ pub struct Call {
 pub fn i2s(m: usize, k: usize, t: usize) -> Call {
     let mut rng = Rng::new(7);
     let codes: Vec<u8> = (0..m * k).map(|_| rng.below(3) as u8).collect();
-    let w = graph::quant::pack_i2s(&codes, 0.02, &[0; 28]);
+    let w = gguf::quantize::pack_i2s(&codes, 0.02, &[0; 28]);
     let mut x = Vec::with_capacity(t * q8tok_row_bytes(k));
     for _ in 0..t {
         // As QuantizeI8 makes them from a hidden state: bell-shaped values (a sum of four

@@ -1,8 +1,10 @@
-//! Writes the seed corpora for the `gguf_reader` and `tokenizer` fuzz targets.
+//! Writes the seed corpora for the `gguf_reader`, `tokenizer` and `chat_template` fuzz targets.
 //!
 //! `cargo run --example gen_seeds [-- OUT_DIR]` (default `corpus/gguf_reader`), from `fuzz/`;
 //! the tokenizer seeds go to `tokenizer/` next to OUT_DIR: the inputs of llama.cpp's
-//! tokenizer test vectors in `shared/reference/tokenizer/*.inp`, one file per case.
+//! tokenizer test vectors in `shared/reference/tokenizer/*.inp`, one file per case; the
+//! chat_template seeds to `chat_template/`: those cases as conversations, and each shared
+//! model's stored chat template.
 //! Seeds: small files built with `gguf::writer` (every metadata kind, every decodable tensor
 //! type, several alignments), a shrunk copy of each shared model (its metadata with arrays
 //! cut to 16 elements, its tensor table with the smallest legal shapes) and the first 64 KiB
@@ -14,17 +16,10 @@ use gguf::value::{Array, Value};
 use gguf::writer::{write_gguf, TensorSpec};
 use graph::DType;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
+use graph::rng::Rng;
+
+fn random_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| rng.next_u64() as u8).collect()
 }
 
 /// Plausible bytes for a tensor of `dtype` with `ne`.
@@ -34,24 +29,24 @@ fn tensor_bytes(rng: &mut Rng, dtype: DType, ne: &[u64]) -> Vec<u8> {
     let n = row * rows;
     match dtype {
         DType::I2S => {
-            let codes: Vec<u8> = (0..n).map(|_| (rng.next() % 3) as u8).collect();
-            let trailer: [u8; 28] = rng.bytes(28).try_into().unwrap();
-            graph::quant::pack_i2s(&codes, 0.125, &trailer)
+            let codes: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+            let trailer: [u8; 28] = random_bytes(rng, 28).try_into().unwrap();
+            gguf::quantize::pack_i2s(&codes, 0.125, &trailer)
         }
         DType::TQ2_0 => (0..n / 256)
             .flat_map(|_| {
-                let codes: Vec<u8> = (0..256).map(|_| (rng.next() % 3) as u8).collect();
-                graph::quant::pack_tq2_0(&codes, half::f16::from_f32(0.5))
+                let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
+                gguf::quantize::pack_tq2_0(&codes, half::f16::from_f32(0.5))
             })
             .collect(),
         DType::TQ1_0 => (0..n / 256)
             .flat_map(|_| {
-                let codes: Vec<u8> = (0..256).map(|_| (rng.next() % 3) as u8).collect();
-                graph::quant::pack_tq1_0(&codes, half::f16::from_f32(0.5))
+                let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
+                gguf::quantize::pack_tq1_0(&codes, half::f16::from_f32(0.5))
             })
             .collect(),
         DType::F32 => (0..n).flat_map(|i| (i as f32 * 0.25).to_le_bytes()).collect(),
-        _ => rng.bytes(dtype.nbytes(row, rows).unwrap()),
+        _ => random_bytes(rng, dtype.nbytes(row, rows).unwrap()),
     }
 }
 
@@ -118,7 +113,7 @@ fn small_ne(dtype: DType, n_dims: usize) -> Vec<u64> {
 fn main() {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "corpus/gguf_reader".into()));
     std::fs::create_dir_all(&out).unwrap();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut seeds: Vec<(String, Vec<u8>)> = Vec::new();
     let s = |x: &str| Value::String(x.into());
 
@@ -172,7 +167,7 @@ fn main() {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/models");
     let mut names: Vec<_> = std::fs::read_dir(&models).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     names.sort();
-    for p in names {
+    for p in &names {
         let stem = p.file_stem().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&p).unwrap();
         seeds.push((format!("{stem}_head64k"), bytes[..bytes.len().min(65536)].to_vec()));
@@ -208,4 +203,32 @@ fn main() {
         std::fs::write(tok_out.join(format!("seed_{i:02}.txt")), c).unwrap();
     }
     eprintln!("wrote {} seeds to {}", cases.len(), tok_out.display());
+
+    // chat_template: conversations in the target's encoding (messages cut at 0x00, the first
+    // byte's value mod 3 the role: 0 system, 1 user, 2 assistant) made of the tokenizer cases,
+    // and each shared model's stored chat template as a whole input (offered to detection).
+    let chat_out = out.parent().unwrap_or(Path::new(".")).join("chat_template");
+    std::fs::create_dir_all(&chat_out).unwrap();
+    let mut n = 0;
+    for (i, pair) in cases.chunks(2).enumerate() {
+        let mut conv = Vec::new();
+        for (j, c) in pair.iter().enumerate() {
+            if i % 2 == 0 && j == 0 {
+                conv.extend(b"\0You are terse.\0");
+            }
+            conv.push(1 + j as u8);
+            conv.extend(c.as_bytes());
+            conv.push(0);
+        }
+        std::fs::write(chat_out.join(format!("seed_{n:02}.bin")), conv).unwrap();
+        n += 1;
+    }
+    for model in &names {
+        let Ok(file) = gguf::GgufFile::open(model) else { continue };
+        if let Some(t) = file.get("tokenizer.chat_template").and_then(|v| v.as_str()) {
+            std::fs::write(chat_out.join(format!("seed_{n:02}.bin")), t).unwrap();
+            n += 1;
+        }
+    }
+    eprintln!("wrote {n} seeds to {}", chat_out.display());
 }

@@ -1,8 +1,8 @@
 //! One generator of test cases per op: random shapes (awkward sizes included) and values,
 //! evaluated on any backend through `Backend::eval` with exactly the executor's conventions.
 
+use gguf::quantize::pack_i2s;
 use graph::backend::{q8tok_row_bytes, Data, DataMut, KvLayer, TensorMut, TensorRef};
-use graph::quant::pack_i2s;
 use graph::{Backend, DType, Op, OpKind, RopeStyle};
 use half::f16;
 
@@ -368,9 +368,9 @@ pub fn case(kind: OpKind, rng: &mut Rng) -> Option<OpCase> {
                 let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
                 let d = f16::from_f32(rng.f32(0.001, 0.1));
                 if wty == DType::TQ2_0 {
-                    w.extend(graph::quant::pack_tq2_0(&codes, d));
+                    w.extend(gguf::quantize::pack_tq2_0(&codes, d));
                 } else {
-                    w.extend(graph::quant::pack_tq1_0(&codes, d));
+                    w.extend(gguf::quantize::pack_tq1_0(&codes, d));
                 }
             }
             let mut xq = Vec::new();

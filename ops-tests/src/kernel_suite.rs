@@ -102,7 +102,7 @@ pub fn i2s_case(rng: &mut Rng, m: usize, k: usize, t: usize, acts: Acts) -> OpCa
         .collect();
     let mut trailer = [0u8; 28];
     trailer.iter_mut().for_each(|b| *b = rng.next_u64() as u8);
-    let w = graph::quant::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
+    let w = gguf::quantize::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
     OpCase {
         id: format!("MatMulI2S(w=[{m},{k}],t={t},acts={acts:?})"),
         op: Op::MatMulI2S,
@@ -150,7 +150,7 @@ pub fn matmul_i2s_lane_wrap_matters(b: &dyn Backend, label: &str) {
         for (code, groups, want) in [(2u8, 33usize, 24320.0f32), (1, 54, 877824.0)] {
             let k = groups * 128;
             for t in [1usize, 20] {
-                let w = graph::quant::pack_i2s(&vec![code; 35 * k], 1.0, &[0; 28]);
+                let w = gguf::quantize::pack_i2s(&vec![code; 35 * k], 1.0, &[0; 28]);
                 let mut x = Vec::new();
                 for _ in 0..t {
                     x.extend(std::iter::repeat_n(127u8, k));
@@ -366,4 +366,3 @@ pub fn attention_bit_exact(b: &dyn Backend, label: &str) {
     }
     println!("Attention on {}: {n} steps bit-exact (outputs and caches)", label);
 }
-

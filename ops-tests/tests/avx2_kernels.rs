@@ -341,7 +341,7 @@ fn matmul_i2s_cases(a: &Avx2Backend) {
                         .collect();
                     let mut trailer = [0u8; 28];
                     trailer.iter_mut().for_each(|b| *b = rng.next() as u8);
-                    let w = graph::quant::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
+                    let w = gguf::quantize::pack_i2s(&codes, rng.f32(0.1, 3.0), &trailer);
                     let x = q8tok_rows(&mut rng, t, k, acts);
                     let (wo, xo) = (1 + n % 31, 1 + (n * 7) % 31);
                     let id = format!("MatMulI2S(w=[{m},{k}],t={t},acts={acts:?},off={wo}/{xo})");
@@ -372,7 +372,7 @@ fn matmul_i2s_lane_wrap_matters() {
 fn i2s_lane_wrap_cases(a: &Avx2Backend) {
     for (code, groups, want) in [(2u8, 33usize, 24320.0f32), (1, 54, 877824.0)] {
         let k = groups * 128;
-        let w = graph::quant::pack_i2s(&vec![code; 4 * k], 1.0, &[0; 28]);
+        let w = gguf::quantize::pack_i2s(&vec![code; 4 * k], 1.0, &[0; 28]);
         let mut x = vec![127u8; k];
         x.extend_from_slice(&1.0f32.to_le_bytes());
         x.extend_from_slice(&0i32.to_le_bytes());
@@ -623,7 +623,7 @@ fn tq_weights(rng: &mut Rng, wty: DType, m: usize, k: usize, raw: bool) -> Vec<u
             .collect();
         let d = f16::from_f32(if rng.below(16) == 0 { 0.0 } else { rng.f32(-0.2, 0.2) });
         if wty == DType::TQ2_0 {
-            let mut blk = graph::quant::pack_tq2_0(&codes, d);
+            let mut blk = gguf::quantize::pack_tq2_0(&codes, d);
             if pattern == 2 {
                 // pack_tq2_0 masks codes to 2 bits, so 3 survives.
                 for (i, &c) in codes.iter().enumerate() {
@@ -635,7 +635,7 @@ fn tq_weights(rng: &mut Rng, wty: DType, m: usize, k: usize, raw: bool) -> Vec<u
             }
             w.extend_from_slice(&blk);
         } else {
-            let mut blk = graph::quant::pack_tq1_0(&codes, d);
+            let mut blk = gguf::quantize::pack_tq1_0(&codes, d);
             if raw {
                 blk[..52].iter_mut().for_each(|b| *b = rng.next() as u8);
             }
@@ -687,8 +687,8 @@ fn matmul_tq_same_codes_same_bits() {
     for _ in 0..m * k / 256 {
         let codes: Vec<u8> = (0..256).map(|_| rng.below(3) as u8).collect();
         let d = f16::from_f32(rng.f32(0.01, 0.1));
-        w2.extend_from_slice(&graph::quant::pack_tq2_0(&codes, d));
-        w1.extend_from_slice(&graph::quant::pack_tq1_0(&codes, d));
+        w2.extend_from_slice(&gguf::quantize::pack_tq2_0(&codes, d));
+        w1.extend_from_slice(&gguf::quantize::pack_tq1_0(&codes, d));
     }
     let x = q8k_rows(&mut rng, t, k, Q8kActs::Quantized);
     let xin = Input::bytes(DType::Q8K, &[t, k], &x, 0);

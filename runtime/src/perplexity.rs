@@ -36,7 +36,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use graph::quant::nearest_int;
+use gguf::quantize::nearest_int;
 
 use crate::batch::{Batch, Event, LogitsMode, Request};
 use crate::error::{Error, Result};

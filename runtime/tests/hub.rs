@@ -27,17 +27,10 @@ fn opts(hub: &FakeHub, dir: &Path) -> HubOptions {
     o
 }
 
-/// `n` pseudo-random bytes (xorshift64*), different per seed.
+/// `n` pseudo-random bytes, different per seed.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 56) as u8
-        })
-        .collect()
+    let mut rng = graph::rng::Rng::new(seed);
+    (0..n).map(|_| (rng.next_u64() >> 56) as u8).collect()
 }
 
 fn gets(reqs: &[Request]) -> Vec<&Request> {

@@ -19,6 +19,7 @@ use gguf::reader::{tensor_nbytes, MAX_DIM, MAX_LAYERS};
 use gguf::writer::{write_header, write_padding, TensorSpec};
 use gguf::{GgufFile, Value};
 use graph::quant::I2S_GROUP;
+use graph::rng::Rng;
 use graph::DType;
 use half::f16;
 
@@ -57,27 +58,11 @@ fn preset(p: SynthPreset) -> Dims {
     }
 }
 
-/// splitmix64: fast, seedable, good enough for synthetic weights.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// Random ternary codes (0/1/2, uniform) for `n` weights.
 fn ternary_codes(rng: &mut Rng, n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let mut r = rng.next();
+        let mut r = rng.next_u64();
         for _ in 0..16.min(n - out.len()) {
             out.push((r % 3) as u8);
             r /= 3;
@@ -110,9 +95,9 @@ fn write_tq_matrix(w: &mut impl Write, rng: &mut Rng, m: usize, k: usize, dt: DT
         out.clear();
         for blk in codes.chunks(256) {
             if dt == DType::TQ2_0 {
-                out.extend(graph::quant::pack_tq2_0(blk, d));
+                out.extend(gguf::quantize::pack_tq2_0(blk, d));
             } else {
-                out.extend(graph::quant::pack_tq1_0(blk, d));
+                out.extend(gguf::quantize::pack_tq1_0(blk, d));
             }
         }
         w.write_all(&out)?;
@@ -130,7 +115,7 @@ fn write_i2s_matrix(w: &mut impl Write, rng: &mut Rng, m: usize, k: usize) -> io
         // codes equally likely).
         out.clear();
         out.extend((0..rows.min(m - r0) * k / 4).map(|_| {
-            let mut r = rng.next();
+            let mut r = rng.next_u64();
             let mut byte = 0u8;
             for _ in 0..4 {
                 byte = (byte << 2) | (r % 3) as u8;
@@ -142,7 +127,7 @@ fn write_i2s_matrix(w: &mut impl Write, rng: &mut Rng, m: usize, k: usize) -> io
     }
     let scale = 1.0 / (k as f32).sqrt();
     w.write_all(&scale.to_le_bytes())?;
-    let trailer: Vec<u8> = (0..28).map(|_| rng.next() as u8).collect();
+    let trailer: Vec<u8> = (0..28).map(|_| rng.next_u64() as u8).collect();
     w.write_all(&trailer)
 }
 
@@ -161,12 +146,12 @@ fn q4_0_row(x: &[f32]) -> Vec<u8> {
 }
 
 fn norm_vector(rng: &mut Rng, n: usize) -> Vec<u8> {
-    (0..n).flat_map(|_| (0.9 + 0.2 * rng.unit()).to_le_bytes()).collect()
+    (0..n).flat_map(|_| (0.9 + 0.2 * rng.f32(0.0, 1.0)).to_le_bytes()).collect()
 }
 
 fn q8_0_row(x: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(DType::Q8_0.row_bytes(x.len()).unwrap_or(0));
-    graph::quant::quantize_q8_0_weights(x, &mut out);
+    gguf::quantize::quantize_q8_0_weights(x, &mut out);
     out
 }
 
@@ -405,7 +390,7 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
     let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp.path).map_err(werr)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
     w.write_all(&header).map_err(werr)?;
-    let mut rng = Rng(a.seed);
+    let mut rng = Rng::new(a.seed);
     let mut written = header.len() as u64;
     for (i, p) in plan.iter().enumerate() {
         let s = &p.spec;
@@ -416,13 +401,13 @@ pub fn run(a: &SynthArgs) -> Result<ExitCode> {
                 let mut left = d.vocab;
                 while left > 0 {
                     let n = left.min(rows);
-                    let vals: Vec<f32> = (0..n * d.embd).map(|_| (rng.unit() - 0.5) * 0.375).collect();
+                    let vals: Vec<f32> = (0..n * d.embd).map(|_| (rng.f32(0.0, 1.0) - 0.5) * 0.375).collect();
                     let bytes: Vec<u8> = match embd_type {
                         DType::F16 => vals.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
                         DType::Q4_0 => vals.chunks(d.embd).flat_map(q4_0_row).collect(),
                         DType::Q6K => {
                             let mut out = Vec::new();
-                            graph::quant::quantize_q6_k(&vals, &mut out);
+                            gguf::quantize::quantize_q6_k(&vals, &mut out);
                             out
                         }
                         _ => vals.chunks(d.embd).flat_map(q8_0_row).collect(),

@@ -8,6 +8,7 @@ pub mod check;
 mod error;
 pub mod lower;
 pub mod npy;
+pub mod quantize;
 pub mod reader;
 pub mod tokenizer;
 pub mod types;

@@ -3,10 +3,11 @@
 //! bytes, to exactly the bytes in the file; decoded values are in {−s, 0, +s}. Plus a property
 //! test through the writer and reader.
 
+use gguf::quantize::pack_i2s;
 use gguf::value::Value;
 use gguf::writer::{write_gguf, TensorSpec};
 use gguf::GgufFile;
-use graph::quant::{i2s_code, i2s_scale, pack_i2s};
+use graph::quant::{i2s_code, i2s_scale};
 use graph::DType;
 use proptest::prelude::*;
 

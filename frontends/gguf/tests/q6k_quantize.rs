@@ -1,4 +1,4 @@
-//! The Q6_K quantizer (`graph::quant::quantize_q6_k` through `gguf::lower::quantize_head`, llama-quantize's
+//! The Q6_K quantizer (`gguf::quantize::quantize_q6_k` through `gguf::lower::quantize_head`, llama-quantize's
 //! `quantize_row_q6_K_ref`) against a file llama-quantize wrote: requantizing tiny-i2_s's
 //! F16 embedding gives exactly the bytes of tiny-i2_s-q6k's Q6_K embedding
 //! (../shared/reference/README.md §7.1: made with `llama-quantize --token-embedding-type q6_k`

@@ -91,9 +91,9 @@ pub fn vec_dot_f16_f32(a: &[f16], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::TestRng;
+    use graph::rng::Rng;
 
-    fn f16_vec(rng: &mut TestRng, n: usize) -> Vec<f16> {
+    fn f16_vec(rng: &mut Rng, n: usize) -> Vec<f16> {
         (0..n).map(|_| f16::from_f32(rng.f32(-1.0, 1.0))).collect()
     }
 
@@ -113,7 +113,7 @@ mod tests {
 
     #[test]
     fn dots_close_to_exact() {
-        let mut rng = TestRng(5);
+        let mut rng = Rng::new(5);
         for &n in &[0usize, 7, 8, 31, 32, 64, 100, 256] {
             let x = f16_vec(&mut rng, n);
             let y = f16_vec(&mut rng, n);
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn dot16_reduction_order() {
         // n = 32: acc[a][l] holds only x[8a+l]·y[8a+l]; check the stated reduction bit for bit.
-        let mut rng = TestRng(9);
+        let mut rng = Rng::new(9);
         let x = f16_vec(&mut rng, 32);
         let y = f16_vec(&mut rng, 32);
         let p: Vec<f32> = (0..32).map(|i| x[i].to_f32() * y[i].to_f32()).collect();

@@ -123,8 +123,9 @@ pub fn i2s_output(acc: i32, qsum: i32, s: f32, scale: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::TestRng;
-    use graph::quant::{i2s_code, pack_i2s};
+    use gguf::quantize::pack_i2s;
+    use graph::quant::i2s_code;
+    use graph::rng::Rng;
 
     fn exact_dot(codes: &[u8], q: &[i8]) -> i64 {
         (0..q.len()).map(|e| i64::from(i2s_code(codes, e)) * i64::from(q[e])).sum()
@@ -156,7 +157,7 @@ mod tests {
 
     #[test]
     fn dot_matches_exact_sum_on_random_rows() {
-        let mut rng = TestRng(42);
+        let mut rng = Rng::new(42);
         for &k in &[128usize, 256, 640, 4096, 6912] {
             let codes: Vec<u8> = (0..k).map(|_| rng.below(3) as u8).collect();
             let packed = pack_i2s(&codes, 1.0, &[0; 28]);

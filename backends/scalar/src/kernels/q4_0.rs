@@ -62,10 +62,11 @@ pub fn vec_dot_q4_0_q8_0(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{quantize_row_q8_0_act, TestRng};
+    use crate::kernels::quantize_row_q8_0_act;
+    use graph::rng::Rng;
 
     /// Random Q4_0 row of `nb` blocks.
-    fn random_q4_0(rng: &mut TestRng, nb: usize) -> Vec<u8> {
+    fn random_q4_0(rng: &mut Rng, nb: usize) -> Vec<u8> {
         let mut w = Vec::with_capacity(nb * 18);
         for _ in 0..nb {
             w.extend_from_slice(&f16::from_f32(rng.f32(0.01, 0.3)).to_le_bytes());
@@ -78,7 +79,7 @@ mod tests {
 
     #[test]
     fn dot_matches_f64_and_decode() {
-        let mut rng = TestRng(404);
+        let mut rng = Rng::new(404);
         let k = 256;
         let x: Vec<f32> = (0..k).map(|_| rng.f32(-2.0, 2.0)).collect();
         let w = random_q4_0(&mut rng, k / 32);
@@ -120,7 +121,7 @@ mod tests {
     #[test]
     fn matches_lane_formula_with_exact_integers() {
         // The documented formula, with the integer lane sums taken exactly (no sign tricks).
-        let mut rng = TestRng(9);
+        let mut rng = Rng::new(9);
         let w = random_q4_0(&mut rng, 4);
         let x: Vec<f32> = (0..128).map(|_| rng.f32(-1.0, 1.0)).collect();
         let mut a = vec![0u8; 4 * 34];

@@ -49,13 +49,14 @@ pub fn vec_dot_q6_k_q8_k(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{quantize_row_q8_k, TestRng};
+    use crate::kernels::quantize_row_q8_k;
+    use graph::rng::Rng;
     use half::f16;
 
     /// The product equals the f64 dot of the dequantized values to within rounding.
     #[test]
     fn matches_dequantized_dot() {
-        let mut rng = TestRng(7);
+        let mut rng = Rng::new(7);
         let nb = 3;
         let mut w = vec![0u8; nb * Q6K_BLOCK_BYTES];
         for b in w.chunks_exact_mut(Q6K_BLOCK_BYTES) {

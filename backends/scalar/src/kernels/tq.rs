@@ -168,8 +168,9 @@ pub fn vec_dot_tq1_0_q8_k(w: &[u8], a: &[u8]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::TestRng;
-    use graph::quant::{pack_tq1_0, pack_tq2_0, tq1_trit};
+    use gguf::quantize::{pack_tq1_0, pack_tq2_0};
+    use graph::quant::tq1_trit;
+    use graph::rng::Rng;
     use half::f16;
 
     fn q_of(out: &[u8]) -> Vec<i8> {
@@ -248,7 +249,7 @@ mod tests {
 
     #[test]
     fn tq_dots_match_f64_and_each_other() {
-        let mut rng = TestRng(0x7155);
+        let mut rng = Rng::new(0x7155);
         for &nb in &[1usize, 2, 3, 5] {
             let k = 256 * nb;
             let x: Vec<f32> = (0..k).map(|_| rng.f32(-3.0, 3.0)).collect();

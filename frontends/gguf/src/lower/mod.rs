@@ -197,8 +197,8 @@ pub fn quantize_head(file: &GgufFile, name: &str, dtype: graph::DType) -> Result
     use rayon::prelude::*;
     let t = file.tensor(name).ok_or_else(|| Error::tensor(name, "missing"))?;
     let quantize: fn(&[f32], &mut Vec<u8>) = match dtype {
-        graph::DType::Q8_0 => graph::quant::quantize_q8_0_weights,
-        graph::DType::Q6K => graph::quant::quantize_q6_k,
+        graph::DType::Q8_0 => crate::quantize::quantize_q8_0_weights,
+        graph::DType::Q6K => crate::quantize::quantize_q6_k,
         _ => return Err(Error::tensor(name, format!("cannot requantize a head to {dtype}"))),
     };
     let row_out = (t.ne.len() == 2).then(|| dtype.row_bytes(t.ne[0] as usize)).flatten();
