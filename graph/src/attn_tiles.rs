@@ -17,7 +17,9 @@
 //!
 //! What changes is only how often data is loaded: a key row is loaded once per block (all
 //! the block's queries: the query heads that share a KV head, times a few prompt tokens)
-//! instead of once per query, and likewise a value row.
+//! instead of once per query, and likewise a value row; the blocks that share their keys and
+//! values (a 32-position window of one KV head) run as one task, each K/V tile widened to
+//! f32 once for all of them.
 //!
 //! ## Blocks
 //! A block is up to `LANES` (token, query head) pairs of one sequence slot and one KV head
@@ -37,19 +39,32 @@ pub trait LaneKernels: Sync {
     /// `out[i] = f32(f16(x[i]))`, nearest even.
     fn round_f16(&self, x: &[f32], out: &mut [f32]);
 
-    /// Scores without the scale: `s[j·LANES + l] = dot16(K16[j], qt[·][l])` for keys
-    /// `j < n`, `hd` a multiple of 32. Key `j` is `hd` f16 at byte `j·2·hd` of `keys`;
-    /// `qt` is `[hd][LANES]` (f16 values, widened). `scratch` is the kernel's own.
-    fn scores(&self, keys: &[u8], n: usize, hd: usize, qt: &[f32], s: &mut [f32], scratch: &mut Vec<f32>);
+    /// Scores without the scale of `nb` blocks against the same keys: block `b`'s
+    /// `s[b][j][l] = dot16(K16[j], qt[b][·][l])` for keys `j < n`, `hd` a multiple of 32.
+    /// Key `j` is `hd` f16 at byte `j·2·hd` of `keys`; `qt` is `[nb][hd][LANES]` (f16 values,
+    /// widened), `s` `[nb][n][LANES]`. `scratch` is the kernel's own.
+    #[allow(clippy::too_many_arguments)]
+    fn scores(&self, keys: &[u8], n: usize, hd: usize, nb: usize, qt: &[f32], s: &mut [f32], scratch: &mut Vec<f32>);
 
     /// Softmax per lane over `n` keys (a multiple of 8) of `s` (`[n][LANES]`) in place:
     /// `w = s·scale` for `j ≤ last[l]`, −inf beyond; then the scalar `softmax_f32` per lane.
     fn softmax(&self, s: &mut [f32], n: usize, scale: f32, last: &[u32]);
 
-    /// `out[d·LANES + l] = dotblas(V16[d][..n], p[·][l])` for `d < hd`: channel `d` is `n`
-    /// f16 at byte `d·row_stride` of `vals`; `p` is `[n][LANES]`.
+    /// `out[b][d][l] = dotblas(V16[d][..n], p[b][·][l])` for `d < hd` and each of `nb`
+    /// blocks: channel `d` is `n` f16 at byte `d·row_stride` of `vals`; `p` is
+    /// `[nb][n][LANES]`, `out` `[nb][hd][LANES]`.
     #[allow(clippy::too_many_arguments)]
-    fn values(&self, vals: &[u8], row_stride: usize, hd: usize, n: usize, p: &[f32], out: &mut [f32], scratch: &mut Vec<f32>);
+    fn values(
+        &self,
+        vals: &[u8],
+        row_stride: usize,
+        hd: usize,
+        n: usize,
+        nb: usize,
+        p: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    );
 }
 
 /// The layer's cache and shape, as the attention op sees it (byte views of the f16 cache).
@@ -158,43 +173,73 @@ pub fn attend<J: LaneKernels>(
     let lanes = J::LANES;
     let plan = blocks(pos, seqs, n_head, n_head_kv, lanes, take);
     let slot_bytes = 2 * cache.slot_len();
-    // Each block's outputs, `[hd][LANES]`, scattered afterwards (blocks run in parallel).
-    let results: Vec<Vec<f32>> = plan
+    // Blocks that share their keys and values (same slot, KV head and `n_kv`: adjacent in
+    // the plan) run as one task, so each K/V tile is widened once for all of them; at most
+    // GROUP_MAX, and few enough that every thread gets several tasks.
+    let per_task = (plan.len() / (4 * rayon::current_num_threads()).max(1)).clamp(1, GROUP_MAX);
+    let mut tasks: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, b) in plan.iter().enumerate() {
+        match tasks.last_mut() {
+            Some(t)
+                if t.len() < per_task && {
+                    let f = &plan[t.start];
+                    (f.slot, f.g, f.n_kv) == (b.slot, b.g, b.n_kv)
+                } =>
+            {
+                t.end = i + 1
+            }
+            _ => tasks.push(i..i + 1),
+        }
+    }
+    // Each task's outputs, `[nb][hd][LANES]`, scattered afterwards (tasks run in parallel).
+    let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map_init(Scratch::default, |sc, b| {
-            let n = b.n_kv;
+        .map_init(Scratch::default, |sc, t| {
+            let bs = &plan[t.clone()];
+            let (nb, n, first) = (bs.len(), bs[0].n_kv, &bs[0]);
             // Queries, f16-rounded, transposed to [hd][LANES]; unused lanes repeat the last.
             sc.q.resize(hd, 0.0);
-            sc.qt.resize(hd * lanes, 0.0);
-            let mut last = vec![0u32; lanes];
-            for l in 0..lanes {
-                let (t, h) = b.queries[l.min(b.queries.len() - 1)];
-                job.round_f16(&q[(t * n_head + h) * hd..(t * n_head + h + 1) * hd], &mut sc.q);
-                for (d, &x) in sc.q.iter().enumerate() {
-                    sc.qt[d * lanes + l] = x;
+            sc.qt.resize(nb * hd * lanes, 0.0);
+            let mut last = vec![0u32; nb * lanes];
+            for (bi, b) in bs.iter().enumerate() {
+                let qt = &mut sc.qt[bi * hd * lanes..(bi + 1) * hd * lanes];
+                for l in 0..lanes {
+                    let (t, h) = b.queries[l.min(b.queries.len() - 1)];
+                    job.round_f16(&q[(t * n_head + h) * hd..(t * n_head + h + 1) * hd], &mut sc.q);
+                    for (d, &x) in sc.q.iter().enumerate() {
+                        qt[d * lanes + l] = x;
+                    }
+                    last[bi * lanes + l] = pos[t] as u32;
                 }
-                last[l] = pos[t] as u32;
             }
-            let base = b.slot * slot_bytes;
-            let keys = &cache.k[base + b.g * cache.stride * hd * 2..][..n * hd * 2];
-            sc.s.resize(n * lanes, 0.0);
-            job.scores(keys, n, hd, &sc.qt, &mut sc.s, &mut sc.k);
-            job.softmax(&mut sc.s, n, cache.scale, &last);
-            let vals = &cache.v[base + b.g * hd * cache.stride * 2..][..((hd - 1) * cache.stride + n) * 2];
-            sc.o.resize(hd * lanes, 0.0);
-            job.values(vals, cache.stride * 2, hd, n, &sc.s, &mut sc.o, &mut sc.v);
+            let base = first.slot * slot_bytes;
+            let keys = &cache.k[base + first.g * cache.stride * hd * 2..][..n * hd * 2];
+            sc.s.resize(nb * n * lanes, 0.0);
+            job.scores(keys, n, hd, nb, &sc.qt, &mut sc.s, &mut sc.k);
+            for (s, last) in sc.s.chunks_mut(n * lanes).zip(last.chunks(lanes)) {
+                job.softmax(s, n, cache.scale, last);
+            }
+            let vals = &cache.v[base + first.g * hd * cache.stride * 2..][..((hd - 1) * cache.stride + n) * 2];
+            sc.o.resize(nb * hd * lanes, 0.0);
+            job.values(vals, cache.stride * 2, hd, n, nb, &sc.s, &mut sc.o, &mut sc.v);
             sc.o.clone()
         })
         .collect();
-    for (b, r) in plan.iter().zip(&results) {
-        for (l, &(t, h)) in b.queries.iter().enumerate() {
-            let row = &mut out[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
-            for (d, o) in row.iter_mut().enumerate() {
-                *o = r[d * lanes + l];
+    for (t, r) in tasks.iter().zip(&results) {
+        for (b, r) in plan[t.clone()].iter().zip(r.chunks(hd * lanes)) {
+            for (l, &(t, h)) in b.queries.iter().enumerate() {
+                let row = &mut out[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
+                for (d, o) in row.iter_mut().enumerate() {
+                    *o = r[d * lanes + l];
+                }
             }
         }
     }
 }
+
+/// Most blocks in one task of [`attend`] (8 × 16 lanes: a 32-token window's 128 queries
+/// of one KV head with 4 query heads per KV head).
+const GROUP_MAX: usize = 8;
 
 /// Positions from which a lone decoded token takes [`decode_split`].
 const SPLIT_MIN_KEYS: usize = 256;

@@ -14,6 +14,9 @@
 //!   position mod 8, each a broadcast channel element times the 8 lanes' probabilities,
 //!   then tinyBLAS's `(t0 + t2) + (t1 + t3)`.
 
+// Index loops mirror the formulas (chain `acc[a][l]`, key `k` of a tile) across several arrays.
+#![allow(clippy::needless_range_loop)]
+
 use std::arch::x86_64::*;
 
 use super::softmax::vexp8;
@@ -37,13 +40,13 @@ impl graph::attn_tiles::LaneKernels for Lanes {
         self.0.round_f16(x, out)
     }
 
-    fn scores(&self, keys: &[u8], n: usize, hd: usize, qt: &[f32], s: &mut [f32], scratch: &mut Vec<f32>) {
+    fn scores(&self, keys: &[u8], n: usize, hd: usize, nb: usize, qt: &[f32], s: &mut [f32], scratch: &mut Vec<f32>) {
         assert!(hd.is_multiple_of(32) && n.is_multiple_of(KB), "scores: hd {hd}, {n} keys");
-        assert!(keys.len() >= n * hd * 2 && qt.len() >= hd * LANES && s.len() >= n * LANES, "scores: buffers");
+        assert!(keys.len() >= n * hd * 2 && qt.len() >= nb * hd * LANES && s.len() >= nb * n * LANES, "scores: buffers");
         scratch.resize(KB * hd, 0.0);
         // SAFETY: `self.0` proves the AVX2 features; the asserts bound every access: key
-        // rows `j < n` of `hd` f16, `qt` `[hd][8]`, `s` `[n][8]`, `scratch` `[KB][hd]`.
-        unsafe { scores_entry(keys.as_ptr(), n, hd, qt.as_ptr(), s.as_mut_ptr(), scratch.as_mut_ptr()) }
+        // rows `j < n` of `hd` f16, `qt` `[nb][hd][8]`, `s` `[nb][n][8]`, `scratch` `[KB][hd]`.
+        unsafe { scores_entry(keys.as_ptr(), n, hd, nb, qt.as_ptr(), s.as_mut_ptr(), scratch.as_mut_ptr()) }
     }
 
     fn softmax(&self, s: &mut [f32], n: usize, scale: f32, last: &[u32]) {
@@ -52,24 +55,55 @@ impl graph::attn_tiles::LaneKernels for Lanes {
         unsafe { softmax_entry(s.as_mut_ptr(), n, scale, last.as_ptr()) }
     }
 
-    fn values(&self, vals: &[u8], row_stride: usize, hd: usize, n: usize, p: &[f32], out: &mut [f32], scratch: &mut Vec<f32>) {
+    #[allow(clippy::too_many_arguments)]
+    fn values(
+        &self,
+        vals: &[u8],
+        row_stride: usize,
+        hd: usize,
+        n: usize,
+        nb: usize,
+        p: &[f32],
+        out: &mut [f32],
+        scratch: &mut Vec<f32>,
+    ) {
         assert!(n.is_multiple_of(8) && hd > 0, "values: {n} positions");
         assert!(
-            vals.len() >= (hd - 1) * row_stride + 2 * n && p.len() >= n * LANES && out.len() >= hd * LANES,
+            vals.len() >= (hd - 1) * row_stride + 2 * n && p.len() >= nb * n * LANES && out.len() >= nb * hd * LANES,
             "values: buffers"
         );
         scratch.resize(DB * n, 0.0);
         let mut d = 0;
         while d < hd {
             // SAFETY: `self.0` proves the features; channels `d .. d + DB ≤ hd` of `n` f16
-            // are inside `vals` (assert), `p` is `[n][8]`, `out` `[hd][8]`, `scratch`
+            // are inside `vals` (assert), `p` is `[nb][n][8]`, `out` `[nb][hd][8]`, `scratch`
             // `[DB][n]`.
             unsafe {
                 if d + DB <= hd {
-                    values_entry::<DB>(vals.as_ptr(), row_stride, d, n, p.as_ptr(), out.as_mut_ptr(), scratch.as_mut_ptr());
+                    values_entry::<DB>(
+                        vals.as_ptr(),
+                        row_stride,
+                        d,
+                        hd,
+                        n,
+                        nb,
+                        p.as_ptr(),
+                        out.as_mut_ptr(),
+                        scratch.as_mut_ptr(),
+                    );
                     d += DB;
                 } else {
-                    values_entry::<1>(vals.as_ptr(), row_stride, d, n, p.as_ptr(), out.as_mut_ptr(), scratch.as_mut_ptr());
+                    values_entry::<1>(
+                        vals.as_ptr(),
+                        row_stride,
+                        d,
+                        hd,
+                        n,
+                        nb,
+                        p.as_ptr(),
+                        out.as_mut_ptr(),
+                        scratch.as_mut_ptr(),
+                    );
                     d += 1;
                 }
             }
@@ -77,15 +111,17 @@ impl graph::attn_tiles::LaneKernels for Lanes {
     }
 }
 
-/// Scores of `n` keys (a multiple of [`KB`]) against 8 queries.
+/// Scores of `n` keys (a multiple of [`KB`]) against `nb` blocks of 8 queries, each key
+/// tile widened once for all the blocks.
 ///
 /// # Safety
-/// The CPU must support the features of [`Isa`]; `keys` readable for `n·hd` f16, `qt` for
-/// `hd·8` f32, `s` writable for `n·8` f32, `kbuf` for `KB·hd` f32; `hd % 32 == 0`.
+/// The CPU must support the features of [`Isa`]; `keys` readable for `n·hd` f16, `qts` for
+/// `nb·hd·8` f32, `ss` writable for `nb·n·8` f32, `kbuf` for `KB·hd` f32; `hd % 32 == 0`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scores_entry(keys: *const u8, n: usize, hd: usize, qt: *const f32, s: *mut f32, kbuf: *mut f32) {
-    // SAFETY: tile `j` reads key rows `j .. j + KB ≤ n` (`hd` f16 each) and writes `s` rows
-    // `j .. j + KB`; `kbuf` holds `KB·hd` f32; element `i < hd` of `qt` is 8 f32 at `8i`.
+unsafe fn scores_entry(keys: *const u8, n: usize, hd: usize, nb: usize, qts: *const f32, ss: *mut f32, kbuf: *mut f32) {
+    // SAFETY: tile `j` reads key rows `j .. j + KB ≤ n` (`hd` f16 each) and writes rows
+    // `j .. j + KB` of each block's `s` (`[n][8]` at `ss + bq·n·8`, `bq < nb`); `kbuf` holds
+    // `KB·hd` f32; element `i < hd` of a block's `qt` is 8 f32 at `qts + bq·hd·8 + 8i`.
     unsafe {
         let mut j = 0;
         while j < n {
@@ -95,19 +131,22 @@ unsafe fn scores_entry(keys: *const u8, n: usize, hd: usize, qt: *const f32, s: 
                     _mm256_storeu_ps(kbuf.add(k * hd + c), _mm256_cvtph_ps(h));
                 }
             }
-            let mut sl = [[_mm256_setzero_ps(); KB]; 8];
-            for (l, sl_l) in sl.iter_mut().enumerate() {
-                let (a0, a2) = (chain(kbuf, qt, hd, 0, l), chain(kbuf, qt, hd, 2, l));
-                let x02: [__m256; KB] = std::array::from_fn(|k| _mm256_add_ps(a0[k], a2[k]));
-                let (a1, a3) = (chain(kbuf, qt, hd, 1, l), chain(kbuf, qt, hd, 3, l));
-                for k in 0..KB {
-                    sl_l[k] = _mm256_add_ps(x02[k], _mm256_add_ps(a1[k], a3[k]));
+            for bq in 0..nb {
+                let (qt, s) = (qts.add(bq * hd * LANES), ss.add(bq * n * LANES));
+                let mut sl = [[_mm256_setzero_ps(); KB]; 8];
+                for (l, sl_l) in sl.iter_mut().enumerate() {
+                    let (a0, a2) = (chain(kbuf, qt, hd, 0, l), chain(kbuf, qt, hd, 2, l));
+                    let x02: [__m256; KB] = std::array::from_fn(|k| _mm256_add_ps(a0[k], a2[k]));
+                    let (a1, a3) = (chain(kbuf, qt, hd, 1, l), chain(kbuf, qt, hd, 3, l));
+                    for k in 0..KB {
+                        sl_l[k] = _mm256_add_ps(x02[k], _mm256_add_ps(a1[k], a3[k]));
+                    }
                 }
-            }
-            for k in 0..KB {
-                let t: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(sl[m][k], sl[m + 4][k]));
-                let r = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
-                _mm256_storeu_ps(s.add((j + k) * LANES), r);
+                for k in 0..KB {
+                    let t: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(sl[m][k], sl[m + 4][k]));
+                    let r = _mm256_add_ps(_mm256_add_ps(t[0], t[1]), _mm256_add_ps(t[2], t[3]));
+                    _mm256_storeu_ps(s.add((j + k) * LANES), r);
+                }
             }
             j += KB;
         }
@@ -175,24 +214,29 @@ unsafe fn softmax_entry(s: *mut f32, n: usize, scale: f32, last: *const u32) {
     }
 }
 
-/// Channels `d0 .. d0 + R` of the values: `out[d·8 + l] = dotblas(V[d][..n], p[·][l])`.
+/// Channels `d0 .. d0 + R` of the values of `nb` blocks, the channels widened once for all:
+/// `out[d·8 + l] = dotblas(V[d][..n], p[·][l])` per block.
 ///
 /// # Safety
 /// The CPU must support the features of [`Isa`]; channel `d < d0 + R` is `n` f16 at byte
-/// `d·row_stride` of `vals`; `p` readable for `n·8` f32, `out` writable for `(d0 + R)·8`,
-/// `vbuf` for `R·n` f32; `n % 8 == 0`.
+/// `d·row_stride` of `vals`; `ps` readable for `nb·n·8` f32, `outs` writable for
+/// `nb·hd·8` f32 (`d0 + R ≤ hd`), `vbuf` for `R·n` f32; `n % 8 == 0`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn values_entry<const R: usize>(
     vals: *const u8,
     row_stride: usize,
     d0: usize,
+    hd: usize,
     n: usize,
-    p: *const f32,
-    out: *mut f32,
+    nb: usize,
+    ps: *const f32,
+    outs: *mut f32,
     vbuf: *mut f32,
 ) {
-    // SAFETY: the caller's ranges: channel rows `d0 + r` (`n` f16), `p` rows `j < n`, `vbuf`
-    // `[R][n]`, `out` rows `d0 + r`.
+    // SAFETY: the caller's ranges: channel rows `d0 + r` (`n` f16), a block's `p` rows
+    // `j < n` (at `ps + bq·n·LANES`), `vbuf` `[R][n]`, a block's `out` rows `d0 + r` (at
+    // `outs + bq·hd·LANES`).
     unsafe {
         for r in 0..R {
             let row = vals.add((d0 + r) * row_stride);
@@ -200,19 +244,22 @@ unsafe fn values_entry<const R: usize>(
                 _mm256_storeu_ps(vbuf.add(r * n + j), _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * j).cast())));
             }
         }
-        let mut acc = [[_mm256_setzero_ps(); 8]; R];
-        for c in (0..n).step_by(8) {
-            for m in 0..8 {
-                let pv = _mm256_loadu_ps(p.add((c + m) * LANES));
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    acc_r[m] = _mm256_fmadd_ps(_mm256_set1_ps(*vbuf.add(r * n + c + m)), pv, acc_r[m]);
+        for bq in 0..nb {
+            let (p, out) = (ps.add(bq * n * LANES), outs.add(bq * hd * LANES));
+            let mut acc = [[_mm256_setzero_ps(); 8]; R];
+            for c in (0..n).step_by(8) {
+                for m in 0..8 {
+                    let pv = _mm256_loadu_ps(p.add((c + m) * LANES));
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        acc_r[m] = _mm256_fmadd_ps(_mm256_set1_ps(*vbuf.add(r * n + c + m)), pv, acc_r[m]);
+                    }
                 }
             }
-        }
-        for (r, a) in acc.iter().enumerate() {
-            let t: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(a[m + 4], a[m]));
-            let res = _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3]));
-            _mm256_storeu_ps(out.add((d0 + r) * LANES), res);
+            for (r, a) in acc.iter().enumerate() {
+                let t: [__m256; 4] = std::array::from_fn(|m| _mm256_add_ps(a[m + 4], a[m]));
+                let res = _mm256_add_ps(_mm256_add_ps(t[0], t[2]), _mm256_add_ps(t[1], t[3]));
+                _mm256_storeu_ps(out.add((d0 + r) * LANES), res);
+            }
         }
     }
 }
