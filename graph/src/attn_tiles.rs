@@ -177,25 +177,19 @@ pub fn attend<J: LaneKernels>(
     // the plan) run as one task, so each K/V tile is widened once for all of them; at most
     // GROUP_MAX, and few enough that every thread gets several tasks.
     let per_task = (plan.len() / (4 * rayon::current_num_threads()).max(1)).clamp(1, GROUP_MAX);
+    let shares = |a: &Block, b: &Block| (a.slot, a.g, a.n_kv) == (b.slot, b.g, b.n_kv);
     let mut tasks: Vec<std::ops::Range<usize>> = Vec::new();
     for (i, b) in plan.iter().enumerate() {
         match tasks.last_mut() {
-            Some(t)
-                if t.len() < per_task && {
-                    let f = &plan[t.start];
-                    (f.slot, f.g, f.n_kv) == (b.slot, b.g, b.n_kv)
-                } =>
-            {
-                t.end = i + 1
-            }
+            Some(task) if task.len() < per_task && shares(&plan[task.start], b) => task.end = i + 1,
             _ => tasks.push(i..i + 1),
         }
     }
     // Each task's outputs, `[nb][hd][LANES]`, scattered afterwards (tasks run in parallel).
     let results: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map_init(Scratch::default, |sc, t| {
-            let bs = &plan[t.clone()];
+        .map_init(Scratch::default, |sc, task| {
+            let bs = &plan[task.clone()];
             let (nb, n, first) = (bs.len(), bs[0].n_kv, &bs[0]);
             // Queries, f16-rounded, transposed to [hd][LANES]; unused lanes repeat the last.
             sc.q.resize(hd, 0.0);
@@ -225,8 +219,8 @@ pub fn attend<J: LaneKernels>(
             sc.o.clone()
         })
         .collect();
-    for (t, r) in tasks.iter().zip(&results) {
-        for (b, r) in plan[t.clone()].iter().zip(r.chunks(hd * lanes)) {
+    for (task, r) in tasks.iter().zip(&results) {
+        for (b, r) in plan[task.clone()].iter().zip(r.chunks(hd * lanes)) {
             for (l, &(t, h)) in b.queries.iter().enumerate() {
                 let row = &mut out[(t * n_head + h) * hd..(t * n_head + h + 1) * hd];
                 for (d, o) in row.iter_mut().enumerate() {
