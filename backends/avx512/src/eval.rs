@@ -6,6 +6,7 @@
 //! `K` i8, the f32 scale, the i32 sum; weights arrive in their file layout. Bad sizes are
 //! errors, never panics.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use graph::backend::{q8tok_row_bytes, TensorMut, TensorRef, WeightPrep};
@@ -177,29 +178,16 @@ fn i2s_tiles(isa: Isa, p: &I2sOperands<'_>, xq: &[u8], toks: &[(f32, i32)], no_w
 /// kernel.
 fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
     let (m, k, t) = (p.m, p.k, p.toks.len());
-    // The activations without their scale and sum, in whole blocks of 32 rows (zero past t).
-    let mut xa = vec![0u8; t.next_multiple_of(AMX_BLOCK) * k];
-    xa.par_chunks_exact_mut(k).zip(p.xq.par_chunks_exact(p.stride)).for_each(|(dst, row)| dst.copy_from_slice(&row[..k]));
-    let bb = amx::b_block_bytes(k);
-    let rows = rows_per_task(m, k / 4, AMX_BLOCK, I2S_TASKS_PER_THREAD);
-    par_tasks(o, m, rows, |r0, outs| {
-        let n_rows = outs[0].len();
-        let mut b = vec![0u8; 2 * bb];
-        for r in (0..n_rows).step_by(AMX_BLOCK) {
-            let nb = AMX_BLOCK.min(n_rows - r);
-            let (b0, b1) = b.split_at_mut(bb);
-            amx.unpack_b(p.block(r0 + r), k, b0);
-            if nb > ROWS {
-                amx.unpack_b(p.block(r0 + r + ROWS), k, b1);
-            }
-            for j in (0..t).step_by(AMX_BLOCK) {
-                let c = amx.block_dots(&xa[j * k..], k, &b[..bb], &b[bb..], k);
-                for n in j..(j + AMX_BLOCK).min(t) {
-                    let (s, sum) = p.toks[n];
-                    graph::quant::i2s_outputs(&c[n - j][..nb], sum, s, p.scale, &mut outs[n][r..r + nb]);
-                }
-            }
-        }
+    // The activations without their scale and sum, in whole blocks of 32 rows (zero past t),
+    // in this thread's reused scratch.
+    with_scratch(&AMX_A, t.next_multiple_of(AMX_BLOCK) * k, |xa| {
+        let (rows_in, pad) = xa.split_at_mut(t * k);
+        pad.fill(0);
+        rows_in
+            .par_chunks_exact_mut(k)
+            .zip(p.xq.par_chunks_exact(p.stride))
+            .for_each(|(dst, row)| dst.copy_from_slice(&row[..k]));
+        i2s_amx_tiles(amx, p, xa, o);
     });
     // Tokens the proof does not cover: their exact products, written over the AMX ones.
     let bad: Vec<usize> = (0..t).filter(|&n| !p.no_wrap[n]).collect();
@@ -213,6 +201,57 @@ fn i2s_amx(amx: Amx, p: &I2sOperands<'_>, o: &mut [f32]) {
     for (src, &n) in tmp.chunks_exact(m).zip(&bad) {
         o[n * m..(n + 1) * m].copy_from_slice(src);
     }
+}
+
+thread_local! {
+    /// The AMX GEMM's activation rows (on the calling thread) and B tiles (on each worker),
+    /// reused from call to call: a fresh buffer of up to a megabyte per call was a fresh
+    /// mapping, its page faults and its unmapping, and cost up to a fifth of a prompt's
+    /// time on two threads, depending on the allocator's history.
+    static AMX_A: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static AMX_B: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` bytes of this thread's scratch `key` (grown as needed, never shrunk;
+/// its contents are whatever the last user left).
+fn with_scratch<R>(key: &'static std::thread::LocalKey<RefCell<Vec<u8>>>, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.resize(len, 0);
+            }
+            f(&mut v[..len])
+        }
+        // Re-entered on this thread (a nested call while the scratch is in use): a fresh buffer.
+        Err(_) => f(&mut vec![0u8; len]),
+    })
+}
+
+/// The AMX part of [`i2s_amx`]: `xa` holds the activations in whole blocks of 32 rows.
+fn i2s_amx_tiles(amx: Amx, p: &I2sOperands<'_>, xa: &[u8], o: &mut [f32]) {
+    let (m, k, t) = (p.m, p.k, p.toks.len());
+    let bb = amx::b_block_bytes(k);
+    let rows = rows_per_task(m, k / 4, AMX_BLOCK, I2S_TASKS_PER_THREAD);
+    par_tasks(o, m, rows, |r0, outs| {
+        with_scratch(&AMX_B, 2 * bb, |b| {
+            let n_rows = outs[0].len();
+            for r in (0..n_rows).step_by(AMX_BLOCK) {
+                let nb = AMX_BLOCK.min(n_rows - r);
+                let (b0, b1) = b.split_at_mut(bb);
+                amx.unpack_b(p.block(r0 + r), k, b0);
+                if nb > ROWS {
+                    amx.unpack_b(p.block(r0 + r + ROWS), k, b1);
+                }
+                for j in (0..t).step_by(AMX_BLOCK) {
+                    let c = amx.block_dots(&xa[j * k..], k, &b[..bb], &b[bb..], k);
+                    for n in j..(j + AMX_BLOCK).min(t) {
+                        let (s, sum) = p.toks[n];
+                        graph::quant::i2s_outputs(&c[n - j][..nb], sum, s, p.scale, &mut outs[n][r..r + nb]);
+                    }
+                }
+            }
+        })
+    });
 }
 
 pub(crate) fn matmul_i2s(isa: Isa, amx: Option<Amx>, inputs: &[TensorRef<'_>], out: &mut TensorMut<'_>) -> Result<()> {
