@@ -214,7 +214,8 @@ fn main() {
         let mut conv = Vec::new();
         for (j, c) in pair.iter().enumerate() {
             if i % 2 == 0 && j == 0 {
-                conv.extend(b"\0You are terse.\0");
+                // Role byte 3 (3 mod 3 = 0: system; 0 itself is the separator).
+                conv.extend(b"\x03You are terse.\0");
             }
             conv.push(1 + j as u8);
             conv.extend(c.as_bytes());
