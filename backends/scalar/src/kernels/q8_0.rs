@@ -180,23 +180,23 @@ mod tests {
         // `Σ |w|·e_x + |x|·e_w + e_x·e_w`. (A fixed absolute tolerance is no bound: the
         // rounding errors of 384 products have a standard deviation near 0.07 here.)
         let exact: f64 = x.iter().zip(&wv).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
-        let err = |q: &[u8], b: usize| {
-            f64::from(f16::from_le_bytes([q[34 * b], q[34 * b + 1]]).to_f32()) * (0.5 + 127.0 / 2048.0) * (1.0 + 1.0 / 1024.0)
-        };
+        // The Q8_0 block holding value `i` of a quantized row: its step `d`, then the codes.
+        fn block(q: &[u8], i: usize) -> &[u8] {
+            &q[i / Q8_0_BLOCK * Q8_0_BLOCK_BYTES..][..Q8_0_BLOCK_BYTES]
+        }
+        let step = |q: &[u8], i: usize| f64::from(f16::from_le_bytes([block(q, i)[0], block(q, i)[1]]).to_f32());
+        let err = |q: &[u8], i: usize| step(q, i) * (0.5 + 127.0 / 2048.0) * (1.0 + 1.0 / 1024.0);
+        let deq = |q: &[u8], i: usize| step(q, i) * f64::from(block(q, i)[2 + i % Q8_0_BLOCK] as i8);
         let bound: f64 = (0..k)
             .map(|i| {
-                let (ex, ew) = (err(&xa, i / 32), err(&wq, i / 32));
+                let (ex, ew) = (err(&xa, i), err(&wq, i));
                 f64::from(wv[i].abs()) * ex + f64::from(x[i].abs()) * ew + ex * ew
             })
             .sum();
         assert!((f64::from(got) - exact).abs() <= bound, "{got} vs {exact}, bound {bound}");
         for (i, (&xi, &wi)) in x.iter().zip(&wv).enumerate() {
-            let deq = |q: &[u8]| {
-                f64::from(f16::from_le_bytes([q[34 * (i / 32)], q[34 * (i / 32) + 1]]).to_f32())
-                    * f64::from(q[34 * (i / 32) + 2 + i % 32] as i8)
-            };
-            assert!((deq(&xa) - f64::from(xi)).abs() <= err(&xa, i / 32), "x[{i}]");
-            assert!((deq(&wq) - f64::from(wi)).abs() <= err(&wq, i / 32), "w[{i}]");
+            assert!((deq(&xa, i) - f64::from(xi)).abs() <= err(&xa, i), "x[{i}]");
+            assert!((deq(&wq, i) - f64::from(wi)).abs() <= err(&wq, i), "w[{i}]");
         }
     }
 
